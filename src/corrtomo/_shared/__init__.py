@@ -1,0 +1,20 @@
+"""Helpers shared by every stage: errors, spacing, atomic output, random generators, poses."""
+
+from ._atomic import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
+from ._errors import InputError
+from ._rng import as_rng
+from ._spacing import normalize_spacing
+from ._transform import PlanePose, RigidTransform, sample_plane
+
+__all__ = [
+    "InputError",
+    "PlanePose",
+    "RigidTransform",
+    "as_rng",
+    "atomic_directory",
+    "atomic_path",
+    "normalize_spacing",
+    "sample_plane",
+    "write_json_atomic",
+    "write_text_atomic",
+]
