@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Command modules; each registers its commands on `app` when imported.
-_COMMAND_MODULES = ("_synth",)
+_COMMAND_MODULES = ("_synth", "_analyze")
 
 
 @app.callback()

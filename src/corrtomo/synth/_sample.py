@@ -88,7 +88,7 @@ def _section_material(name: str, formula_holder) -> SectionMaterial:
 
 def _section_poses(preset: SynthPreset, shape, rng: np.random.Generator) -> list[tuple[PlanePose, tuple[int, int]]]:
     sem = preset.sem
-    side = round(sem.coverage * min(shape[1], shape[2]) / sem.pixel_ratio))
+    side = round(sem.coverage * min(shape[1], shape[2]) / sem.pixel_ratio)
     section_shape = (side, side)
     poses = []
     for k in range(sem.n_sections):
