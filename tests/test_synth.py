@@ -264,7 +264,7 @@ def test_cli_synth_bad_input(tmp_path, capsys, args, fragment):
 
 def test_make_sample_refuses_a_folder_with_other_files(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    sample = make_sample("quick", shape=(32, 32, 32), seed=0)
+    sample = make_sample("quick", shape=(40, 40, 40), seed=0)
     from corrtomo.synth import write_sample
 
     with pytest.raises(InputError, match="not an empty folder"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ def write_tiff(
             resolutionunit="CENTIMETER",
             metadata={
                 "axes": "ZYX",
+                # deterministic, so that the same data written twice gives identical bytes
+                "UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"corrtomo:{target.name}:{shape}:{dtype}:{voxel_size}")),
                 **{f"PhysicalSize{a}": v for a, v in zip("ZYX", (z_um, y_um, x_um), strict=True)},
                 **{f"PhysicalSize{a}Unit": "µm" for a in "ZYX"},
             },
