@@ -5,8 +5,10 @@ A particle is a star-shaped body around its centre ``c``: a point ``x`` is insid
 .. math::  \\rho(x) = \\frac{|e|}{f(e / |e|)} < 1, \\qquad e = \\frac{R^T (x - c)}{a},
 
 where ``R`` is a random rotation, ``a`` the three semi-axes of a base ellipsoid and
-``f(d) = 1 + \\sum_k b_k \\exp(\\kappa (d \\cdot n_k - 1))`` a radial modulation by ``K`` smooth
-bumps of amplitude ``b_k`` around random unit directions ``n_k`` (irregular, blocky particles).
+``f(d) = min(1 + \\sum_k b_k \\exp(\\kappa (d \\cdot n_k - 1)), \\min_{j: d \\cdot m_j > 0} h_j / (d \\cdot m_j))``
+a radial function: ``K`` smooth bumps of amplitude ``b_k`` around random unit directions ``n_k``,
+cut by ``F`` random planes (normals ``m_j`` at distances ``h_j``) — the flat facets and sharp
+edges of crushed mineral grains.
 The overall scale is set so that the particle's volume equals ``pi/6 * ESD**3`` for an
 equivalent spherical diameter ``ESD`` drawn from a truncated log-normal distribution.
 
@@ -56,6 +58,8 @@ class ParticleType:
         Range of the ratio of the shortest to the longest semi-axis of the base ellipsoid.
     roughness : float
         Standard deviation of the bump amplitudes ``b_k``.
+    angularity : float
+        How deep the facet planes cut into the body (0 = none; 0.3 = strongly faceted).
     """
 
     name: str
@@ -67,6 +71,7 @@ class ParticleType:
     lamella: tuple[int, float, float, float] | None = None
     flatness: tuple[float, float] = (0.55, 1.0)
     roughness: float = 0.12
+    angularity: float = 0.25
 
     def expected_phase_fractions(self) -> dict[int, float]:
         """Expected volume fraction of each phase in particles of this kind.
@@ -137,6 +142,8 @@ class ParticleSystem:
     inverse_axes: np.ndarray  # (n, 3) 1 / semi-axes
     bump_directions: np.ndarray  # (n, K, 3)
     bump_amplitudes: np.ndarray  # (n, K)
+    facet_normals: np.ndarray  # (n, F, 3) in the particle's normalised frame
+    facet_distances: np.ndarray  # (n, F)
     bounding_radius: np.ndarray  # (n,)
     esd_um: np.ndarray  # (n,) nominal ESD
     kind: np.ndarray  # (n,) int index into spec.types
@@ -190,10 +197,43 @@ def _random_unit_vectors(rng: np.random.Generator, shape: tuple[int, ...]) -> np
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def _radial_modulation(directions: np.ndarray, bump_directions: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
+def _radial_modulation(
+    directions: np.ndarray,
+    bump_directions: np.ndarray,
+    amplitudes: np.ndarray,
+    facet_normals: np.ndarray,
+    facet_distances: np.ndarray,
+) -> np.ndarray:
     """f(d) for directions (D, 3) and n particles -> (n, D)."""
     cosine = np.einsum("nkc,dc->nkd", bump_directions, directions)
-    return 1.0 + np.einsum("nk,nkd->nd", amplitudes, np.exp(_KAPPA * (cosine - 1.0)))
+    f = 1.0 + np.einsum("nk,nkd->nd", amplitudes, np.exp(_KAPPA * (cosine - 1.0)))
+    facing = np.einsum("nfc,dc->nfd", facet_normals, directions)
+    with np.errstate(divide="ignore"):
+        cut = np.where(facing > 0, facet_distances[:, :, None] / np.maximum(facing, 1e-12), np.inf).min(axis=1)
+    return np.minimum(f, cut)
+
+
+def _seed_modulation(directions, bump_directions, amplitudes, facet_normals, facet_distances) -> np.ndarray:
+    """f(d) for one direction per row: directions (G, 3), per-row particle arrays -> (G,)."""
+    cosine = np.einsum("gkc,gc->gk", bump_directions, directions)
+    f = 1.0 + np.einsum("gk,gk->g", amplitudes, np.exp(_KAPPA * (cosine - 1.0)))
+    facing = np.einsum("gfc,gc->gf", facet_normals, directions)
+    cut = np.where(facing > 0, facet_distances / np.maximum(facing, 1e-12), np.inf).min(axis=1)
+    return np.minimum(f, cut)
+
+
+@numba.njit(cache=True, inline="always")
+def _radial_function(e0, e1, e2, norm, bump_directions, bump_amplitudes, facet_normals, facet_distances):
+    """f(d) at the unit direction (e0, e1, e2) / norm of the normalised particle frame."""
+    f = 1.0
+    for k in range(bump_amplitudes.shape[0]):
+        cosine = (e0 * bump_directions[k, 0] + e1 * bump_directions[k, 1] + e2 * bump_directions[k, 2]) / norm
+        f += bump_amplitudes[k] * np.exp(_KAPPA * (cosine - 1.0))
+    for j in range(facet_distances.shape[0]):
+        facing = (e0 * facet_normals[j, 0] + e1 * facet_normals[j, 1] + e2 * facet_normals[j, 2]) / norm
+        if facing > 0.0:
+            f = min(f, facet_distances[j] / facing)
+    return f
 
 
 def sample_esd(spec: ParticleSpec, rng: np.random.Generator, total_volume_um3: float) -> np.ndarray:
@@ -216,16 +256,13 @@ def sample_esd(spec: ParticleSpec, rng: np.random.Generator, total_volume_um3: f
 
 
 @numba.njit(cache=True)
-def _radial_extent(rotation, inverse_axes, bump_directions, bump_amplitudes, direction):
+def _radial_extent(rotation, inverse_axes, bump_directions, bump_amplitudes, facet_normals, facet_distances, direction):
     """Distance from the centre to the surface along a world unit `direction` (voxels)."""
     g = np.empty(3)
     for i in range(3):
         g[i] = (rotation[i, 0] * direction[0] + rotation[i, 1] * direction[1] + rotation[i, 2] * direction[2]) * inverse_axes[i]
     norm = np.sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2])
-    f = 1.0
-    for k in range(bump_amplitudes.shape[0]):
-        cosine = (g[0] * bump_directions[k, 0] + g[1] * bump_directions[k, 1] + g[2] * bump_directions[k, 2]) / norm
-        f += bump_amplitudes[k] * np.exp(_KAPPA * (cosine - 1.0))
+    f = _radial_function(g[0], g[1], g[2], norm, bump_directions, bump_amplitudes, facet_normals, facet_distances)
     return f / norm
 
 
@@ -236,6 +273,8 @@ def _place_particles(
     inverse_axes,
     bump_directions,
     bump_amplitudes,
+    facet_normals,
+    facet_distances,
     domain,
     pillar,
     gap,
@@ -273,11 +312,11 @@ def _place_particles(
             if want_touch[i] and n_placed > 0 and t < n_tries // 2:
                 partner = placed_list[min(int(partner_uniforms[i, t] * n_placed), n_placed - 1)]
                 w = directions[i, t]
-                reach = _radial_extent(rotations[partner], inverse_axes[partner], bump_directions[partner], bump_amplitudes[partner], w)
+                reach = _radial_extent(rotations[partner], inverse_axes[partner], bump_directions[partner], bump_amplitudes[partner], facet_normals[partner], facet_distances[partner], w)
                 back = np.empty(3)
                 for a in range(3):
                     back[a] = -w[a]
-                reach += _radial_extent(rotations[i], inverse_axes[i], bump_directions[i], bump_amplitudes[i], back)
+                reach += _radial_extent(rotations[i], inverse_axes[i], bump_directions[i], bump_amplitudes[i], facet_normals[i], facet_distances[i], back)
                 for a in range(3):
                     candidate[a] = centers[partner, a] + 0.98 * reach * w[a]
             else:
@@ -320,10 +359,10 @@ def _place_particles(
                                     w = np.empty(3)
                                     for a in range(3):
                                         w[a] = (candidate[a] - centers[j, a]) / max(distance, 1e-12)
-                                    reach = _radial_extent(rotations[j], inverse_axes[j], bump_directions[j], bump_amplitudes[j], w)
+                                    reach = _radial_extent(rotations[j], inverse_axes[j], bump_directions[j], bump_amplitudes[j], facet_normals[j], facet_distances[j], w)
                                     for a in range(3):
                                         w[a] = -w[a]
-                                    reach += _radial_extent(rotations[i], inverse_axes[i], bump_directions[i], bump_amplitudes[i], w)
+                                    reach += _radial_extent(rotations[i], inverse_axes[i], bump_directions[i], bump_amplitudes[i], facet_normals[i], facet_distances[i], w)
                                     if distance < 1.15 * reach + gap:
                                         ok = False
                                         break
@@ -369,6 +408,7 @@ def generate_particles(
     pillar_radius_voxels: float | None,
     rng: np.random.Generator,
     n_bumps: int = 6,
+    n_facets: int = 7,
 ) -> ParticleSystem:
     """Generate a particle system for a CT grid of `shape` voxels of `voxel_size_um`.
 
@@ -422,8 +462,12 @@ def generate_particles(
     bump_directions = _random_unit_vectors(rng, (n, n_bumps))
     roughness = np.array([t.roughness for t in spec.types])[kind]
     bump_amplitudes = np.clip(rng.normal(size=(n, n_bumps)) * roughness[:, None], -0.3, 0.3)
+    angularity = np.array([t.angularity for t in spec.types])[kind]
+    facet_normals = _random_unit_vectors(rng, (n, n_facets))
+    # planes cut 0..angularity of the radius: 0 = no facet, 0.3 = strongly faceted
+    facet_distances = 1.0 - angularity[:, None] * rng.uniform(0.3, 1.0, size=(n, n_facets))
     quadrature = _fibonacci_sphere(_N_QUADRATURE)
-    modulation = _radial_modulation(quadrature, bump_directions, bump_amplitudes)  # (n, D)
+    modulation = _radial_modulation(quadrature, bump_directions, bump_amplitudes, facet_normals, facet_distances)
     mean_f3 = (modulation**3).mean(axis=1)
     esd_voxels = esd_um / voxel_size_um
     scale = (esd_voxels**3 / 8.0 / (axes_ratio[:, 1] * axes_ratio[:, 2] * mean_f3)) ** (1.0 / 3.0)
@@ -446,6 +490,8 @@ def generate_particles(
         inverse_axes,
         bump_directions,
         bump_amplitudes,
+        facet_normals,
+        facet_distances,
         shape_arr,
         pillar,
         float(spec.gap_voxels),
@@ -458,6 +504,7 @@ def generate_particles(
     n_dropped = int(n - keep.size)
     centers, world_to_particle, inverse_axes = centers[keep], world_to_particle[keep], inverse_axes[keep]
     bump_directions, bump_amplitudes = bump_directions[keep], bump_amplitudes[keep]
+    facet_normals, facet_distances = facet_normals[keep], facet_distances[keep]
     bounding_radius, esd_um, touching, axes = bounding_radius[keep], esd_um[keep], touching[keep], axes[keep]
     kind = kind[keep]
     n = keep.size
@@ -474,10 +521,9 @@ def generate_particles(
     seed_owner = np.repeat(np.arange(n), n_seeds)
     # Seeds uniformly inside the particle: random direction, radius f(d) * u^(1/3) * 0.9 in e-space.
     seed_dirs = _random_unit_vectors(rng, (seed_owner.size,))
-    f_seed = 1.0 + np.einsum(
-        "gk,gk->g",
-        bump_amplitudes[seed_owner],
-        np.exp(_KAPPA * (np.einsum("gkc,gc->gk", bump_directions[seed_owner], seed_dirs) - 1.0)),
+    f_seed = _seed_modulation(
+        seed_dirs, bump_directions[seed_owner], bump_amplitudes[seed_owner],
+        facet_normals[seed_owner], facet_distances[seed_owner],
     )
     radius = 0.9 * f_seed * rng.random(seed_owner.size) ** (1.0 / 3.0)
     local = seed_dirs * radius[:, None] * axes[seed_owner]
@@ -538,6 +584,8 @@ def generate_particles(
         inverse_axes=np.ascontiguousarray(inverse_axes),
         bump_directions=np.ascontiguousarray(bump_directions),
         bump_amplitudes=np.ascontiguousarray(bump_amplitudes),
+        facet_normals=np.ascontiguousarray(facet_normals),
+        facet_distances=np.ascontiguousarray(facet_distances),
         bounding_radius=bounding_radius,
         esd_um=esd_um,
         kind=kind,

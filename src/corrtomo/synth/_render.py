@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._particles import _KAPPA, ParticleSystem
+from ._particles import ParticleSystem, _radial_function
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _fill_cells(dims, low, high):
 
 
 @numba.njit(cache=True, inline="always")
-def _rho(p, z, y, x, centers, rotations, inverse_axes, bump_directions, bump_amplitudes):
+def _rho(p, z, y, x, centers, rotations, inverse_axes, bump_directions, bump_amplitudes, facet_normals, facet_distances):
     dz = z - centers[p, 0]
     dy = y - centers[p, 1]
     dx = x - centers[p, 2]
@@ -108,10 +108,7 @@ def _rho(p, z, y, x, centers, rotations, inverse_axes, bump_directions, bump_amp
         return norm
     if norm < 1e-12:
         return 0.0
-    f = 1.0
-    for k in range(bump_amplitudes.shape[1]):
-        cosine = (e0 * bump_directions[p, k, 0] + e1 * bump_directions[p, k, 1] + e2 * bump_directions[p, k, 2]) / norm
-        f += bump_amplitudes[p, k] * np.exp(_KAPPA * (cosine - 1.0))
+    f = _radial_function(e0, e1, e2, norm, bump_directions[p], bump_amplitudes[p], facet_normals[p], facet_distances[p])
     return norm / f
 
 
@@ -144,7 +141,7 @@ def _phase_at(
 @numba.njit(parallel=True, cache=True)
 def _render_slab_kernel(
     z_start, z_stop, ny, nx, s,
-    centers, rotations, inverse_axes, bump_directions, bump_amplitudes,
+    centers, rotations, inverse_axes, bump_directions, bump_amplitudes, facet_normals, facet_distances,
     seed_offsets, seed_positions, seed_phases,
     inclusion_centers, inclusion_radius2, inclusion_phases,
     lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases,
@@ -183,7 +180,7 @@ def _render_slab_kernel(
                                 owner = -1
                                 for j in range(cell_offsets[key], cell_offsets[key + 1]):
                                     p = cell_items[j]
-                                    r = _rho(p, pz, py, px, centers, rotations, inverse_axes, bump_directions, bump_amplitudes)
+                                    r = _rho(p, pz, py, px, centers, rotations, inverse_axes, bump_directions, bump_amplitudes, facet_normals, facet_distances)
                                     if r < best:
                                         best = r
                                         owner = p
@@ -312,7 +309,7 @@ class PhantomRenderer:
         _render_slab_kernel(
             z_start, z_stop, ny, nx, self.supersample,
             s.centers, s.rotations, s.inverse_axes, s.bump_directions, s.bump_amplitudes,
-            s.seed_offsets, s.seed_positions, s.seed_phases.astype(np.int64),
+            s.facet_normals, s.facet_distances, s.seed_offsets, s.seed_positions, s.seed_phases.astype(np.int64),
             s.inclusion_centers, s.inclusion_radius2, s.inclusion_phases.astype(np.int64),
             s.lamella_normals, s.lamella_wobble_directions, s.lamella_frequency, s.lamella_threshold,
             s.lamella_phases.astype(np.int64),
