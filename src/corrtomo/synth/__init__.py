@@ -19,7 +19,13 @@ from ._ct import (
 from ._particles import ParticleSpec, ParticleSystem, ParticleType, generate_particles
 from ._presets import PRESETS, CTSettings, SEMSettings, SynthPreset, get_preset
 from ._render import MatrixTexture, PhantomRenderer
-from ._sample import SyntheticSample, grey_value_statistics, make_sample, touching_particle_share, write_sample
+from ._sample import (
+    SyntheticSample,
+    grey_value_statistics,
+    make_sample,
+    touching_particle_share,
+    write_sample,
+)
 from ._sem import SimulatedSection, backscatter_coefficient, simulate_section
 
 __all__ = [

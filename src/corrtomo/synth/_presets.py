@@ -172,7 +172,7 @@ _TALC_SAXOLITE = SynthPreset(
 
 _LI_SLAG = SynthPreset(
     name="li-slag",
-    description="Micro-CT (80 kVp W tube, 1 um voxels) of Li slag particles with fine LiAlO2 lamellae, low phase contrast",
+    description="Micro-CT (50 kVp W tube, 0.5 mm Al, 1 um voxels) of Li slag particles with fine LiAlO2 lamellae, low phase contrast",
     phase_library="li-slag",
     matrix="epoxy",
     shape=(128, 128, 128),
@@ -205,7 +205,7 @@ _LI_SLAG = SynthPreset(
         touching_share=0.25,
     ),
     ct=CTSettings(
-        energy_kev=None, kvp=80.0, anode="W", filters_mm={"Al": 1.0}, photons_per_pixel=3000.0,
+        energy_kev=None, kvp=50.0, anode="W", filters_mm={"Al": 0.5}, photons_per_pixel=2e5,
         psf_sigma_voxels=0.8, reconstruction="fbp", contrast_scale=1.0,
     ),
     sem=SEMSettings(n_sections=2, tilt_deg=0.0, tilt_jitter_deg=10.0, pixel_ratio=0.5, beam_kev=15.0, eds_counts=200.0),
