@@ -2,11 +2,14 @@
 
 from ._atomic import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
 from ._errors import InputError
+from ._labels import MATRIX_LABEL, UNLABELLED
 from ._rng import as_rng
 from ._spacing import normalize_spacing
 from ._transform import PlanePose, RigidTransform, sample_plane
 
 __all__ = [
+    "MATRIX_LABEL",
+    "UNLABELLED",
     "InputError",
     "PlanePose",
     "RigidTransform",
