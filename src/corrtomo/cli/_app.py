@@ -18,17 +18,21 @@ app = typer.Typer(
 )
 
 # Command modules; each registers its commands on `app` when imported.
-_COMMAND_MODULES = ("_synth", "_analyze")
+_COMMAND_MODULES = ("_synth", "_info", "_analyze")
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    context: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     if version:
         from .. import __version__
 
         typer.echo(__version__)
+        raise typer.Exit(0)
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
         raise typer.Exit(0)
 
 
@@ -56,13 +60,10 @@ def run_app(argv: list[str]) -> int:
     except KeyboardInterrupt:
         typer.echo("corrtomo: interrupted; finished outputs are kept, re-run to resume", err=True)
         return 130
-    except Exception as error:  # click usage errors
-        import click
-
-        if isinstance(error, click.exceptions.UsageError):
+    except Exception as error:
+        # click's usage errors (typer may vendor its own click): they know how to show themselves
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
             error.show()
-            return 2
-        if isinstance(error, click.exceptions.Exit):
-            return int(error.exit_code or 0)
+            return int(error.exit_code or 2)
         raise
     return 0
