@@ -270,3 +270,18 @@ def test_make_sample_refuses_a_folder_with_other_files(tmp_path):
     with pytest.raises(InputError, match="not an empty folder"):
         write_sample(sample, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_contrast_knob_makes_grey_values_overlap(tmp_path):
+    separations = []
+    for contrast in ("1.0", "0.3"):
+        out = tmp_path / contrast
+        assert main(["synth", str(out), "--preset", "quick", "--seed", "5", "--contrast", contrast, "--ct-method", "image", "-q", "--no-preview"]) == 0
+        import json
+
+        grey = json.loads((out / "sample.json").read_text())["ct"]["grey_value_by_phase"]
+        # separation of the brightest and darkest mineral in units of their noise
+        a, b = grey["calcite"], grey["magnesite"]
+        separations.append((a["mean"] - b["mean"]) / np.hypot(a["std"], b["std"]))
+    assert separations[0] > 1.0
+    assert separations[1] < 0.5 * separations[0]
