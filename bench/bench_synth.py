@@ -57,7 +57,7 @@ def main() -> None:
     corrtomo = str(Path(sys.executable).with_name("corrtomo"))
     workdir = Path(tempfile.mkdtemp(prefix="bench-synth-"))
     # warm the numba caches once so timings are of the work, not of compilation
-    subprocess.run([corrtomo, "synth", str(workdir / "warm"), "--preset", "quick", "--shape", "32", "32", "32", "-q"], check=True)
+    subprocess.run([corrtomo, "synth", str(workdir / "warm"), "--preset", "quick", "-q"], check=True)
     rows = []
     for preset in args.presets:
         sizes = [None] if preset == "quick" else args.sizes
