@@ -412,3 +412,105 @@ def test_large_label_values_and_empty():
     assert_allclose(table.surface_area_um2.iloc[0], table.surface_area_um2.iloc[1])
     empty = particle_table(np.zeros((3, 3, 3), np.uint8))
     assert len(empty) == 0 and list(empty.columns[: len(CONTRACT)]) == CONTRACT
+
+
+# -- property tests (hypothesis) -----------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+small_shapes = st.tuples(*[st.integers(1, 7)] * 3)
+label_volumes = small_shapes.flatmap(
+    lambda shape: arrays(np.uint16, shape, elements=st.integers(0, 5))
+)
+
+
+def brute_force_moments(labels):
+    """Per-label count, centroid and second moments by direct numpy sums (the reference)."""
+    rows = []
+    for value in np.unique(labels[labels > 0]):
+        z, y, x = np.nonzero(labels == value)
+        rows.append((value, z.size, z.sum(), y.sum(), x.sum(), (x * x).sum(), (z * x).sum()))
+    return np.array(rows, dtype=np.int64).reshape(-1, 7)
+
+
+@SETTINGS
+@given(labels=label_volumes, seed=st.integers(0, 2**16))
+def test_property_moments_match_brute_force_and_reference_surface(labels, seed):
+    from corrtomo.measure._checks import label_index
+    from corrtomo.measure._surface import configuration_weights, label_surface
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(labels, rng.integers(1, 4), axis=2)  # runs along x
+    phases = rng.integers(0, 3, labels.shape).astype(np.uint8)
+    moments = label_moments(labels, phases, spacing=(0.7, 1.0, 1.3))
+    truth = brute_force_moments(labels)
+    assert_array_equal(moments.labels, truth[:, 0])
+    assert_array_equal(moments.count, truth[:, 1])
+    assert_array_equal(moments.first, truth[:, 2:5])
+    assert_array_equal(moments.second[:, [2, 4]], truth[:, 5:7])
+    for row, value in enumerate(moments.labels):
+        assert_array_equal(
+            moments.phase_counts[row],
+            np.bincount(phases[labels == value], minlength=moments.phase_counts.shape[1]),
+        )
+    # the run-length surface equals the plain cell-by-cell sum
+    present, lut, image = label_index(labels)
+    weights = configuration_weights((0.7, 1.0, 1.3))
+    plain = label_surface(image, lut, present.size, weights, (-1, -1, -1), image.shape)
+    assert_allclose(moments.surface_um2, plain, rtol=1e-12, atol=1e-12)
+
+
+@SETTINGS
+@given(labels=label_volumes, seed=st.integers(0, 2**16))
+def test_property_label_permutation_invariance(labels, seed):
+    rng = np.random.default_rng(seed)
+    present = np.unique(labels[labels > 0])
+    reference = particle_table(labels, spacing=(0.5, 1.0, 2.0))
+    new_values = rng.choice(np.arange(1, 60000), size=present.size, replace=False)
+    lookup = np.zeros(int(labels.max()) + 1, np.uint32)
+    lookup[present] = new_values
+    permuted = particle_table(lookup[labels], spacing=(0.5, 1.0, 2.0))
+    back = dict(zip(new_values.tolist(), present.tolist(), strict=True))
+    permuted["label"] = permuted["label"].map(back).astype(np.int64)
+    permuted = permuted.sort_values("label").reset_index(drop=True)
+    pd.testing.assert_frame_equal(permuted, reference)
+
+
+@SETTINGS
+@given(
+    labels=label_volumes,
+    shift=st.tuples(*[st.integers(0, 4)] * 3),
+    spacing=st.tuples(*[st.sampled_from([0.5, 1.0, 1.7])] * 3),
+)
+def test_property_translation_invariance(labels, shift, spacing):
+    reference = particle_table(labels, spacing=spacing).set_index("label")
+    moved = np.pad(labels, [(s, 3) for s in shift])
+    translated = particle_table(moved, spacing=spacing).set_index("label")
+    for axis, letter in enumerate("zyx"):
+        assert_allclose(
+            translated[f"centroid_{letter}_um"],
+            reference[f"centroid_{letter}_um"] + shift[axis] * spacing[axis],
+        )
+        assert_array_equal(
+            translated[f"bbox_min_{letter}"], reference[f"bbox_min_{letter}"] + shift[axis]
+        )
+    # the surface sees the padding the same way (the volume is padded with background anyway)
+    same = ["volume_voxels", "volume_um3", "esd_um", "surface_area_um2", "sphericity",
+            "axis_major_length_um", "axis_intermediate_length_um", "axis_minor_length_um"]  # fmt: skip
+    pd.testing.assert_frame_equal(translated[same], reference[same], check_exact=False, rtol=1e-9)
+
+
+@SETTINGS
+@given(labels=label_volumes, spacing=st.tuples(*[st.floats(0.1, 5.0)] * 3))
+def test_property_volume_scales_with_spacing(labels, spacing):
+    unit = particle_table(labels)
+    scaled = particle_table(labels, spacing=spacing)
+    assert_array_equal(scaled.volume_voxels, unit.volume_voxels)
+    assert_allclose(scaled.volume_um3, unit.volume_um3 * np.prod(spacing), rtol=1e-12)
+    skipped = particle_table(labels, spacing=spacing, surface=False)
+    assert skipped.surface_area_um2.isna().all() and skipped.sphericity.isna().all()
+    different = [c for c in scaled if c not in ("surface_area_um2", "sphericity")]
+    pd.testing.assert_frame_equal(skipped[different], scaled[different])

@@ -276,7 +276,7 @@ def analyze_command(
         size_distribution,
         stereology_comparison,
     )
-    from ..measure import grain_table, particle_table
+    from ..measure import grain_table, label_grains, particle_table
 
     # ---- arguments (checked before anything is read or written)
     spacing_given = _floats(voxel_size, "--voxel-size")
@@ -344,12 +344,13 @@ def analyze_command(
 
         # ---- measurements
         step("measuring particles")
+        grains = label_grains(particle_volume, phase_volume)  # labelled once, used twice
         particles_df = particle_table(
-            particle_volume, phase_volume, spacing=spacing, phase_names=phase_names
+            particle_volume, phase_volume, spacing=spacing, phase_names=phase_names, grains=grains
         )
         step("measuring grains")
         grains_df = grain_table(
-            particle_volume, phase_volume, spacing=spacing, phase_names=phase_names
+            particle_volume, phase_volume, spacing=spacing, phase_names=phase_names, grains=grains
         )
 
         step("liberation")

@@ -10,70 +10,17 @@ import numpy as np
 
 from corrtomo._shared import InputError, normalize_spacing
 
-from ._checks import check_label_image, check_offset, check_phase_image, label_index, z_blocks
-from ._surface import configuration_weights, label_surface
+from ._checks import check_label_image, check_offset, check_phase_image, label_index
+from ._runs import F_COUNT, F_FIRST, F_HIGH, F_LOW, F_PHASE, F_SECOND, fused_pass, max_label
+from ._surface import configuration_weights
+
+# Labels are used directly as accumulator rows while the per-thread accumulators for labels
+# 0..max stay below this many bytes (or a quarter of the image); otherwise the image is indexed.
+_DENSE_BYTES = 64 << 20
 
 __all__ = ["LabelMoments", "label_moments", "merge_moments"]
 
 _BIG = np.iinfo(np.int64).max
-
-
-@numba.njit(parallel=True, cache=True)
-def _voxel_moments_kernel(image, lut, n_labels, phases, n_phases, use_phases, core, bounds):
-    n_blocks = bounds.shape[0] - 1
-    count = np.zeros((n_blocks, n_labels), dtype=np.int64)
-    first = np.zeros((n_blocks, n_labels, 3), dtype=np.int64)
-    second = np.zeros((n_blocks, n_labels, 6), dtype=np.int64)
-    low = np.full((n_blocks, n_labels, 3), _BIG, dtype=np.int64)
-    high = np.full((n_blocks, n_labels, 3), -1, dtype=np.int64)
-    phase_count = np.zeros((n_blocks, n_labels, n_phases), dtype=np.int64)
-    for block in numba.prange(n_blocks):
-        for z in range(bounds[block], bounds[block + 1]):
-            for y in range(core[1]):
-                for x in range(core[2]):
-                    v = image[z, y, x]
-                    if v == 0:
-                        continue
-                    row = lut[v]
-                    count[block, row] += 1
-                    first[block, row, 0] += z
-                    first[block, row, 1] += y
-                    first[block, row, 2] += x
-                    second[block, row, 0] += z * z
-                    second[block, row, 1] += y * y
-                    second[block, row, 2] += x * x
-                    second[block, row, 3] += z * y
-                    second[block, row, 4] += z * x
-                    second[block, row, 5] += y * x
-                    if z < low[block, row, 0]:
-                        low[block, row, 0] = z
-                    if y < low[block, row, 1]:
-                        low[block, row, 1] = y
-                    if x < low[block, row, 2]:
-                        low[block, row, 2] = x
-                    if z >= high[block, row, 0]:
-                        high[block, row, 0] = z + 1
-                    if y >= high[block, row, 1]:
-                        high[block, row, 1] = y + 1
-                    if x >= high[block, row, 2]:
-                        high[block, row, 2] = x + 1
-                    if use_phases:
-                        phase_count[block, row, phases[z, y, x]] += 1
-    out_low = low[0].copy()
-    out_high = high[0].copy()
-    for block in range(1, n_blocks):
-        for row in range(n_labels):
-            for a in range(3):
-                out_low[row, a] = min(out_low[row, a], low[block, row, a])
-                out_high[row, a] = max(out_high[row, a], high[block, row, a])
-    return (
-        count.sum(axis=0),
-        first.sum(axis=0),
-        second.sum(axis=0),
-        out_low,
-        out_high,
-        phase_count.sum(axis=0),
-    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +158,7 @@ def label_moments(
     core_shape=None,
     volume_shape=None,
     n_phase_ids: int | None = None,
+    surface: bool = True,
     _index=None,
 ) -> LabelMoments:
     """Additive moments of every label of a (block of a) 3D label volume, in one pass.
@@ -230,11 +178,16 @@ def label_moments(
         Voxel moments are taken over the core only. The 2x2x2 cells owned are those whose lower
         corner lies in the core (plus the padding cells at index -1 on the volume's low faces);
         they read one voxel past the core, so a block that does not end at the volume's high face
-        must carry that one-voxel halo: ``particles.shape == core_shape + 1`` there.
+        must carry that one-voxel halo: ``particles.shape == core_shape + 1`` there. Voxels past
+        the core of a block that ends at the volume's high face are ignored (read as background).
     volume_shape : (3,) sequence of int, optional
         Shape of the whole volume (default ``offset + core_shape``).
     n_phase_ids : int, optional
         Number of phase-id columns (default ``max(phases) + 1``).
+    surface : bool
+        Also accumulate the surface (default). With ``surface=False`` the 2x2x2-cell part of the
+        pass is skipped (about half of the work) and ``surface_um2`` is NaN; the other moments are
+        identical, but labels that occur only in the block's halo are not listed.
 
     Returns
     -------
@@ -246,6 +199,12 @@ def label_moments(
     second moments ``sum z z, sum z y, ...``, bounding box min/max, phase histogram, and the
     surface ``sum_cells w[config_l(cell)]`` (see :func:`surface_area`). All are sums (or min/max)
     over voxels or cells, so blocks merge exactly with :func:`merge_moments`.
+
+    Everything comes from one parallel sweep over the rows of the volume, run-length encoded
+    along x: a run of ``L`` equal labels adds its count and moments in closed form, and the cells
+    between run boundaries of four neighbouring rows are added by configuration, not one by one
+    (``corrtomo.measure._runs``). Labels index the accumulators directly while the largest label
+    is moderate; otherwise the image is renumbered once (``fastremap``).
 
     Examples
     --------
@@ -261,10 +220,7 @@ def label_moments(
     """
     image = check_label_image(particles, "particles")
     use_phases = phases is not None
-    if use_phases:
-        phase_image = check_phase_image(phases, image)
-    else:
-        phase_image = np.zeros((1, 1, 1), dtype=np.uint8)
+    phase_image = check_phase_image(phases, image) if use_phases else None
     values = normalize_spacing(spacing, 3)
     origin = check_offset(offset)
     block_shape = np.array(image.shape, dtype=np.int64)
@@ -290,30 +246,65 @@ def label_moments(
             "a block that does not reach the volume's high face needs a one-voxel halo past its core",
             source="particles",
         )
-    if _index is None:
-        region = image[
-            tuple(slice(0, int(min(c + 1, b))) for c, b in zip(core, block_shape, strict=True))
-        ]
-        present, lut, image = label_index(region)
-    else:
-        present, lut = _index
-    n = present.size
+    # the voxels read: the core, plus the halo where the block does not end at the volume's face
+    ext = np.where(ends_inside & surface, core + 1, core)
+    region = image[tuple(slice(0, int(e)) for e in ext)]
     if use_phases:
-        top = int(phase_image.max()) + 1 if phase_image.size else 1
-        n_phases = top if n_phase_ids is None else int(n_phase_ids)
-        if n_phases < top:
-            raise InputError(f"phase id {top - 1} exceeds n_phase_ids={n_phases}", source="phases")
+        phase_region = phase_image[tuple(slice(0, int(e)) for e in ext)]
+        if phase_region.dtype != np.uint8:
+            phase_region = phase_region.astype(np.uint8)  # ids are checked to be <= 255
+        top_phase = int(phase_region.max()) + 1 if phase_region.size else 1
+        n_phases = top_phase if n_phase_ids is None else int(n_phase_ids)
+        if n_phases < top_phase:
+            raise InputError(
+                f"phase id {top_phase - 1} exceeds n_phase_ids={n_phases}", source="phases"
+            )
     else:
+        phase_region = None
         n_phases = 1
-    bounds = z_blocks(int(core[0]))
-    count, first, second, low, high, phase_counts = _voxel_moments_kernel(
-        image, lut, n, phase_image, n_phases, use_phases, core, bounds
-    )
-    if not use_phases:
-        phase_counts[:, 0] = count
-    low_face = origin == 0
-    lo = np.where(low_face, -1, 0)
-    surface = label_surface(image, lut, n, configuration_weights(values), lo, core)
+    if region.size == 0:
+        dense, present, lut, n_rows = False, np.zeros(0, np.uint64), np.full(1, -1, np.int64), 0
+    elif _index is not None:
+        dense = False
+        present, lut = _index
+        n_rows = present.size
+    else:
+        top = max_label(region)
+        row_bytes = (F_PHASE + n_phases + 2) * 8
+        budget = max(_DENSE_BYTES, region.nbytes // 4)
+        dense = top * row_bytes * numba.get_num_threads() <= budget
+        if dense:  # label l -> row l - 1
+            lut = np.arange(-1, top, dtype=np.int64)
+            n_rows = top
+        else:
+            present, lut, region = label_index(region)
+            n_rows = present.size
+    weights = configuration_weights(values)
+    if n_rows == 0 or np.any(core == 0):
+        acc = np.zeros((n_rows, F_PHASE + n_phases), np.int64)
+        acc[:, F_LOW : F_LOW + 3] = _BIG
+        acc[:, F_HIGH : F_HIGH + 3] = -1
+        surf = np.zeros(n_rows)
+        seen = np.zeros(n_rows, dtype=bool)
+    else:
+        low_face = origin == 0
+        lo = np.where(low_face, -1, 0)
+        acc, surf, seen = fused_pass(
+            region, phase_region, lut, n_rows, n_phases, weights, core, lo, surface=surface
+        )
+    if dense:
+        rows = np.flatnonzero(seen)
+        present = (rows + 1).astype(np.uint64)
+        acc = acc[rows]
+        surf = surf[rows]
+    count = acc[:, F_COUNT].copy()
+    first = acc[:, F_FIRST : F_FIRST + 3]
+    second = acc[:, F_SECOND : F_SECOND + 6]
+    low = acc[:, F_LOW : F_LOW + 3]
+    high = acc[:, F_HIGH : F_HIGH + 3]
+    phase_counts = np.ascontiguousarray(acc[:, F_PHASE:])
+    if not surface:
+        surf = np.full(count.size, np.nan)
     shift = origin[None, :]
     first = first + count[:, None] * shift
     z0, y0, x0 = (int(v) for v in origin)
@@ -327,10 +318,10 @@ def label_moments(
             y0 * first[:, 2] + x0 * first[:, 1] - count * y0 * x0,
         ],
         axis=1,
-    )
-    seen = count > 0
-    low = np.where(seen[:, None], low + shift, _BIG)
-    high = np.where(seen[:, None], high + shift, -1)
+    ).reshape(-1, 6)
+    seen_voxels = count > 0
+    low = np.where(seen_voxels[:, None], low + shift, _BIG)
+    high = np.where(seen_voxels[:, None], high + shift, -1)
     return LabelMoments(
         labels=present,
         count=count,
@@ -339,7 +330,7 @@ def label_moments(
         bbox_min=low,
         bbox_max=high,
         phase_counts=phase_counts,
-        surface_um2=surface,
+        surface_um2=surf,
         spacing=values,
         volume_shape=full,
     )

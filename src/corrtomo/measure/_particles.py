@@ -17,10 +17,29 @@ __all__ = ["particle_table", "particle_table_from_moments"]
 
 
 def _covariance(moments: LabelMoments, spacing: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) covariance of voxel-centre coordinates in um^2 (axes z, y, x)."""
-    n = np.maximum(moments.count, 1).astype(np.float64)[:, None]
-    mean = moments.first / n
-    second = moments.second / n
+    """(N, 3, 3) covariance of voxel-centre coordinates in um^2 (axes z, y, x).
+
+    The integer sums are first shifted exactly to the bounding-box corner ``o``
+    (``sum (p - o)_a (p - o)_b = S_ab - o_a F_b - o_b F_a + n o_a o_b``), so the floating-point
+    cancellation is small and a translated particle gives bit-identical axes.
+    """
+    count = moments.count
+    origin = np.where(count[:, None] > 0, moments.bbox_min, 0)
+    first = moments.first - count[:, None] * origin
+    pairs = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+    shifted = np.stack(
+        [
+            moments.second[:, k]
+            - origin[:, a] * moments.first[:, b]
+            - origin[:, b] * moments.first[:, a]
+            + count * origin[:, a] * origin[:, b]
+            for k, (a, b) in enumerate(pairs)
+        ],
+        axis=1,
+    ).reshape(-1, 6)
+    n = np.maximum(count, 1).astype(np.float64)[:, None]
+    mean = first / n
+    second = shifted / n
     zz, yy, xx, zy, zx, yx = (second[:, k] for k in range(6))
     mz, my, mx = mean[:, 0], mean[:, 1], mean[:, 2]
     cov = np.empty((moments.n_labels, 3, 3))
@@ -160,6 +179,7 @@ def particle_table(
     extra: bool = False,
     connectivity: int = 26,
     grains: GrainLabels | None = None,
+    surface: bool = True,
 ) -> pd.DataFrame:
     """One row per particle: size, shape, position and phase composition (particles.csv contract).
 
@@ -181,6 +201,11 @@ def particle_table(
         Connectivity of grains for the ``grains_<name>`` columns.
     grains : GrainLabels, optional
         Precomputed :func:`label_grains` result to reuse.
+    surface : bool
+        Estimate the surface area (default). ``surface=False`` skips the 2x2x2-cell part of the
+        pass (about half of the measuring time) when only size, position, box, axes and phase
+        composition are wanted; ``surface_area_um2`` and ``sphericity`` are then NaN (the columns
+        stay, so the table keeps the particles.csv layout).
 
     Returns
     -------
@@ -200,8 +225,8 @@ def particle_table(
 
     Notes
     -----
-    One pass over the voxels gathers additive moments (:func:`label_moments`), one pass over the
-    2x2x2 cells the surface (:func:`surface_area`, Lindblad 2005), and the grains come from one
+    One fused pass over the volume gathers the additive moments and the 2x2x2-cell surface
+    (:func:`label_moments`, :func:`surface_area`, Lindblad 2005), and the grains come from one
     ``cc3d`` labelling (:func:`label_grains`). Formulas: :func:`particle_table_from_moments`.
     ``touches_border``: a voxel on a face of the volume. Surface faces on the volume border count.
 
@@ -220,8 +245,8 @@ def particle_table(
     values = normalize_spacing(spacing, 3)
     if phases is not None:
         phase_image = check_phase_image(phases, image)
-    present, lut, indexed = label_index(image)
-    moments = label_moments(indexed, phases, spacing=values, _index=(present, lut))
+    moments = label_moments(image, phases, spacing=values, surface=surface)
+    present = moments.labels
     grain_counts = None
     if phases is not None:
         if grains is None:
@@ -235,6 +260,7 @@ def particle_table(
     if extra:
         from ._extra import convex_descriptors
 
+        _, lut, indexed = label_index(image)
         convex_volume, feret = convex_descriptors(indexed, lut, present.size, values)
         table["convex_volume_um3"] = convex_volume
         table["solidity"] = np.divide(

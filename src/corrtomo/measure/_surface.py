@@ -15,7 +15,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from ._checks import check_label_image, label_index
+from ._checks import check_label_image
 
 __all__ = ["configuration_weights", "surface_area"]
 
@@ -280,7 +280,9 @@ def _label_surface_kernel(image, lut, n_labels, weights, lo, hi, bounds):
 def label_surface(image, lut, n_labels, weights, lo, hi) -> np.ndarray:
     """Per-label area summed over cells whose lower corner lies in ``[lo, hi)`` (voxel indices).
 
-    Voxels outside `image` read as background. ``lut[label]`` is the row of a label.
+    Voxels outside `image` read as background. ``lut[label]`` is the row of a label. This is the
+    plain cell-by-cell reference; the measuring functions use the run-length pass of
+    ``corrtomo.measure._runs``, which the tests check against it.
     """
     lo = np.asarray(lo, dtype=np.int64)
     hi = np.asarray(hi, dtype=np.int64)
@@ -333,9 +335,8 @@ def surface_area(labels, *, spacing=1.0) -> tuple[np.ndarray, np.ndarray]:
     """
     from corrtomo._shared import normalize_spacing
 
+    from ._moments import label_moments
+
     image = check_label_image(labels, "labels")
-    values = normalize_spacing(spacing, 3)
-    present, lut, image = label_index(image)
-    weights = configuration_weights(values)
-    area = label_surface(image, lut, len(present), weights, (-1, -1, -1), image.shape)
-    return present, area
+    moments = label_moments(image, spacing=normalize_spacing(spacing, 3))
+    return moments.labels, moments.surface_um2
