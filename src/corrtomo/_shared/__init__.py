@@ -2,6 +2,7 @@
 
 from ._atomic import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
 from ._errors import InputError
+from ._geometry import fibonacci_sphere
 from ._labels import MATRIX_LABEL, UNLABELLED
 from ._rng import as_rng
 from ._spacing import normalize_spacing
@@ -16,6 +17,7 @@ __all__ = [
     "as_rng",
     "atomic_directory",
     "atomic_path",
+    "fibonacci_sphere",
     "normalize_spacing",
     "sample_plane",
     "write_json_atomic",

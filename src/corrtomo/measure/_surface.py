@@ -15,6 +15,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from .._shared import fibonacci_sphere
 from ._checks import check_label_image
 
 __all__ = ["configuration_weights", "surface_area"]
@@ -51,15 +52,6 @@ def _configuration_classes(spacing: np.ndarray) -> np.ndarray:
         for candidate in (image, 255 - image):
             best = np.minimum(best, candidate)
     return best
-
-
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    index = np.arange(n) + 0.5
-    polar = np.arccos(1.0 - 2.0 * index / n)
-    azimuth = np.pi * (1.0 + 5.0**0.5) * index
-    return np.stack(
-        [np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], axis=1
-    )
 
 
 def _plane_frequencies(spacing: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -102,7 +94,7 @@ def _weights_cached(spacing_key: tuple[float, float, float]) -> np.ndarray:
     scale = spacing.max()
     unit = spacing / scale
     classes = _configuration_classes(unit)
-    normals = _fibonacci_sphere(_N_ORIENTATIONS)
+    normals = fibonacci_sphere(_N_ORIENTATIONS)
     per_config = _plane_frequencies(unit, normals)
     class_ids = np.unique(classes[1:255])
     design = np.stack([per_config[:, classes == c].sum(axis=1) for c in class_ids], axis=1)

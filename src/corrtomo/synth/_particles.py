@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .._shared import InputError
+from .._shared import InputError, fibonacci_sphere
 
 _N_QUADRATURE = 512  # directions of the Fibonacci sphere used for volume and bounding radius
 _KAPPA = 4.0  # sharpness of the radial bumps (width about 30 degrees)
@@ -166,15 +166,6 @@ class ParticleSystem:
     @property
     def n(self) -> int:
         return int(self.centers.shape[0])
-
-
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    index = np.arange(n) + 0.5
-    polar = np.arccos(1.0 - 2.0 * index / n)
-    azimuth = np.pi * (1.0 + 5.0**0.5) * index
-    return np.stack(
-        [np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], axis=1
-    )
 
 
 def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -466,7 +457,7 @@ def generate_particles(
     facet_normals = _random_unit_vectors(rng, (n, n_facets))
     # planes cut 0..angularity of the radius: 0 = no facet, 0.3 = strongly faceted
     facet_distances = 1.0 - angularity[:, None] * rng.uniform(0.3, 1.0, size=(n, n_facets))
-    quadrature = _fibonacci_sphere(_N_QUADRATURE)
+    quadrature = fibonacci_sphere(_N_QUADRATURE)
     modulation = _radial_modulation(quadrature, bump_directions, bump_amplitudes, facet_normals, facet_distances)
     mean_f3 = (modulation**3).mean(axis=1)
     esd_voxels = esd_um / voxel_size_um
