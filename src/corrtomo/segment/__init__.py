@@ -1,0 +1,74 @@
+"""Segmentation of CT volumes: mineral phases from sparse labels, and individual particles.
+
+Phases: the ilastik voxel features (:func:`voxel_features`, block by block with halos) and a
+random-forest :class:`PhaseClassifier` trained from sparse labels (:func:`train_phase_classifier`),
+applied block by block with probabilities and an uncertainty map, saved with skops
+(:func:`save_classifier` / :func:`load_classifier`).
+
+Particles: foreground (matrix versus particles, pillar field of view) and marker-based watershed
+separation.
+"""
+
+from ._classifier import (
+    MODEL_KINDS,
+    ClassifierConfig,
+    PhaseClassifier,
+    PhasePrediction,
+    load_classifier,
+    save_classifier,
+    train_phase_classifier,
+)
+from ._features import (
+    DEFAULT_FEATURES,
+    DEFAULT_SCALES_VOXELS,
+    FEATURE_KINDS,
+    FeatureSettings,
+    eigenvalues_sym3,
+    feature_names,
+    voxel_features,
+)
+from ._foreground import Pillar, detect_pillar, fill_cavities, foreground_mask, pillar_mask
+from ._particles import (
+    ParticleSegmentation,
+    border_touching,
+    distance_map,
+    eroded_core_markers,
+    h_maxima_markers,
+    merge_oversplit_particles,
+    remove_small_particles,
+    separate_particles,
+    smooth_distance,
+    watershed_from_markers,
+)
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "DEFAULT_SCALES_VOXELS",
+    "FEATURE_KINDS",
+    "MODEL_KINDS",
+    "ClassifierConfig",
+    "FeatureSettings",
+    "ParticleSegmentation",
+    "PhaseClassifier",
+    "PhasePrediction",
+    "Pillar",
+    "border_touching",
+    "detect_pillar",
+    "distance_map",
+    "eigenvalues_sym3",
+    "eroded_core_markers",
+    "feature_names",
+    "fill_cavities",
+    "foreground_mask",
+    "h_maxima_markers",
+    "load_classifier",
+    "merge_oversplit_particles",
+    "pillar_mask",
+    "remove_small_particles",
+    "save_classifier",
+    "separate_particles",
+    "smooth_distance",
+    "train_phase_classifier",
+    "voxel_features",
+    "watershed_from_markers",
+]
