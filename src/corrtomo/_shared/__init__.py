@@ -1,6 +1,12 @@
 """Helpers shared by every stage: errors, spacing, atomic output, random generators, poses."""
 
-from ._atomic import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
+from ._atomic import (
+    atomic_directory,
+    atomic_path,
+    to_jsonable,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ._errors import InputError
 from ._geometry import fibonacci_sphere
 from ._labels import MATRIX_LABEL, UNLABELLED
@@ -20,6 +26,7 @@ __all__ = [
     "fibonacci_sphere",
     "normalize_spacing",
     "sample_plane",
+    "to_jsonable",
     "write_json_atomic",
     "write_text_atomic",
 ]

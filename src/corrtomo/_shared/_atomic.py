@@ -64,22 +64,28 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy values, tuples and paths to plain JSON types; non-finite floats become None
+    (JSON has no NaN or infinity)."""
+    import math
+
     import numpy as np
 
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write `data` (numpy values allowed) as indented JSON, atomically."""
-    return write_text_atomic(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    return write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")

@@ -181,18 +181,6 @@ def _publish(files: dict[str, Callable[[Path], Any]], out: Path) -> None:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------
@@ -470,7 +458,7 @@ def analyze_command(
             "particles.parquet": lambda p: particles_df.to_parquet(p, index=False),
             "grains.csv": lambda p: grains_df.to_csv(p, index=False),
             "liberation.csv": lambda p: liberation.to_csv(p, index=False),
-            "summary.json": lambda p: write_json_atomic(p, _json_safe(summary)),
+            "summary.json": lambda p: write_json_atomic(p, summary),
         }
         for name, table in extras.items():
             files[name] = lambda p, table=table: table.to_csv(p, index=False)
