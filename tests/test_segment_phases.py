@@ -132,6 +132,22 @@ def test_hessian_of_a_quadratic_is_exact():
     assert_allclose(stack[:, 7, 7, 7], [3.0, 0.0, -1.0], atol=1e-3)
 
 
+def test_core_gaussian_is_the_normalised_convolution_over_eroded_particles():
+    rng = np.random.default_rng(5)
+    image = ndimage.gaussian_filter(rng.normal(size=(18, 20, 22)), 1.0).astype(np.float32)
+    mask = ndimage.gaussian_filter(rng.normal(size=image.shape), 2.0) > 0
+    whole = voxel_features(image, spacing=0.5, scales_um=(0.5, 1.0), features="core_gaussian", foreground=mask,
+                           block_shape=image.shape)
+    blocked = voxel_features(image, spacing=0.5, scales_um=(0.5, 1.0), features="core_gaussian", foreground=mask,
+                             block_shape=(7, 8, 9))
+    assert_allclose(blocked, whole, atol=1e-6)
+    core = ndimage.binary_erosion(np.pad(mask, 1, mode="symmetric"))[1:-1, 1:-1, 1:-1].astype(np.float32)
+    for k, sigma in enumerate((1.0, 2.0)):
+        numerator = ndimage.gaussian_filter(image * core, sigma, mode="reflect", truncate=4.0)
+        denominator = ndimage.gaussian_filter(core, sigma, mode="reflect", truncate=4.0)
+        assert_allclose(whole[k], numerator / np.maximum(denominator, 1e-3), atol=1e-5)
+
+
 def test_feature_settings_checks():
     with pytest.raises(InputError, match="unknown feature"):
         FeatureSettings(scales_um=(1.0,), features=("sobel",))
@@ -145,6 +161,8 @@ def test_feature_settings_checks():
         voxel_features(np.ones((8, 8)), spacing=1.0)
     with pytest.raises(InputError, match="foreground"):
         voxel_features(np.ones((8, 8, 8)), spacing=1.0, scales_um=(1.0,), features="foreground_gaussian")
+    with pytest.raises(InputError, match="foreground"):
+        voxel_features(np.ones((8, 8, 8)), spacing=1.0, scales_um=(1.0,), features="core_gaussian")
 
 
 # ------------------------------------------------------------------------------------------
@@ -194,7 +212,7 @@ def test_classifier_trained_inside_a_foreground(quick):
     clf = train_phase_classifier(sample.ct, labels, spacing=sample.voxel_size_um, class_names=names,
                                  foreground=foreground, n_estimators=8, rng=0, scales_um=(0.1, 0.2))
     assert clf.uses_foreground and MATRIX_LABEL not in clf.class_ids
-    assert "foreground_gaussian" in clf.settings.features
+    assert "core_gaussian" in clf.settings.features
     phases = clf.predict(sample.ct, foreground=foreground)
     assert np.all((phases > 0) == foreground)
     with pytest.raises(InputError, match="foreground"):
@@ -260,38 +278,39 @@ def test_bad_inputs_give_one_line_errors(quick):
 
 @pytest.fixture(scope="module")
 def talc():
-    sample = make_sample("talc-saxolite", shape=(80, 96, 96), seed=0)
+    sample = make_sample("talc-saxolite", seed=0)  # the preset's 128^3 twin, 270 particles
     labels = section_labels(sample.phases, sample.sections[0])
     names = dict(zip(sample.library.ids.tolist(), sample.library.names, strict=True))
     return sample, labels, names
 
 
 def test_talc_saxolite_one_section(talc):
-    """One section plane of labels (eroded at phase boundaries) -> the whole volume.
+    """One section plane of labels (eroded at phase boundaries) -> the whole volume, with the
+    foreground found in the CT (``foreground_mask``), as a user would run it.
 
-    Measured (seed 0, 80x96x96): mean IoU 0.40 on the whole volume (the classifier is also the
-    foreground detector) and 0.81 inside the true particle foreground (volume fractions within
-    0.04). The issue's 0.90 is not reached on this twin: 52 % of its mineral voxels lie within one
-    voxel of another phase, and even a forest trained on every voxel's truth reaches only 0.85.
-    The thresholds guard against regressions.
+    Measured (seed 0, 128^3, default features ``gradient`` + ``core_gaussian``): mean IoU 0.855
+    (calcite 0.911, dolomite 0.834, magnesite 0.785, talc 0.891), volume fractions within 0.021
+    (before ``core_gaussian``: 0.759 and 0.03). The issue's 0.90 / 0.02 are not reached: the
+    foreground alone has IoU 0.93 against the truth particles, so a perfect classifier inside it
+    would score 0.926. On the same twin with larger particles (ESD median 1.8 um, 1e4 photons,
+    160^3) the same pipeline gives 0.898 and 0.009. The thresholds guard against regressions.
     """
+    from corrtomo.segment import foreground_mask
+
     sample, labels, names = talc
     ids = sorted(names)
-    clf = train_phase_classifier(sample.ct, labels, spacing=sample.voxel_size_um, class_names=names, rng=0)
-    phases = clf.predict(sample.ct)
-    plain = iou(sample.phases, phases, ids)
-    # inside the particle foreground, the foreground-normalised features remove partial volume
-    foreground = sample.phases > 0
-    clf_fg = train_phase_classifier(sample.ct, labels, spacing=sample.voxel_size_um, class_names=names,
-                                    foreground=foreground, rng=0)
-    phases_fg = clf_fg.predict(sample.ct, foreground=foreground)
-    inside = iou(sample.phases, phases_fg, ids)
-    print("talc IoU plain", {k: round(v, 3) for k, v in plain.items()}, round(np.mean(list(plain.values())), 3))
-    print("talc IoU in foreground", {k: round(v, 3) for k, v in inside.items()}, round(np.mean(list(inside.values())), 3),
-          "vf error", round(volume_fraction_error(sample.phases, phases_fg, ids), 4))
-    assert np.mean(list(plain.values())) >= 0.35
-    assert np.mean(list(inside.values())) >= 0.70
-    assert volume_fraction_error(sample.phases, phases_fg, ids) <= 0.08
+    foreground = foreground_mask(sample.ct, spacing=sample.voxel_size_um)
+    clf = train_phase_classifier(sample.ct, labels, spacing=sample.voxel_size_um, class_names=names,
+                                 foreground=foreground, rng=0)
+    assert clf.settings.features == ("gradient", "core_gaussian")
+    phases = clf.predict(sample.ct, foreground=foreground)
+    found = iou(sample.phases, phases, ids)
+    error = volume_fraction_error(sample.phases, phases, ids)
+    print("talc IoU", {k: round(v, 3) for k, v in found.items()}, round(np.mean(list(found.values())), 3),
+          "vf error", round(error, 4))
+    assert np.mean(list(found.values())) >= 0.83
+    assert min(found.values()) >= 0.75
+    assert error <= 0.03
 
 
 def gmm_baseline(ct: np.ndarray, foreground: np.ndarray, labels: np.ndarray, ids, rng=0) -> np.ndarray:
@@ -314,21 +333,15 @@ def gmm_baseline(ct: np.ndarray, foreground: np.ndarray, labels: np.ndarray, ids
 
 @pytest.mark.slow
 def test_li_slag_beats_a_grey_value_mixture():
-    """li-slag (overlapping grey values): labels from four planes (its two SEM sections at their
-    truth poses plus two z planes of the truth, at 1/3 and 2/3 depth), eroded at phase
-    boundaries; both methods are given the true particle foreground."""
-    from types import SimpleNamespace
+    """li-slag (overlapping grey values): labels from the twin's own two SEM sections at their
+    truth poses, eroded at phase boundaries; both methods are given the true particle foreground.
 
-    from corrtomo._shared import PlanePose, sample_plane
-
+    Measured (seed 0, 64x96x96): classifier mean IoU 0.556 against 0.389 for the mixture
+    (+0.167); with two more truth z planes of labels 0.620 (+0.231).
+    """
     sample = make_sample("li-slag", shape=(64, 96, 96), seed=0)
-    planes = list(sample.sections)
-    for depth in (1 / 3, 2 / 3):
-        pose = PlanePose(origin=(round(depth * (sample.phases.shape[0] - 1)), 0, 0), u=(0, 0, 1), v=(0, 1, 0))
-        planes.append(SimpleNamespace(pose=pose, mineral_map=sample_plane(sample.phases, pose,
-                                                                          sample.phases.shape[1:], order=0, cval=0)))
     labels = np.zeros(sample.phases.shape, dtype=np.uint8)
-    for section in planes:
+    for section in sample.sections:
         plane = section_labels(sample.phases, section)
         labels[plane > 0] = plane[plane > 0]
     names = dict(zip(sample.library.ids.tolist(), sample.library.names, strict=True))

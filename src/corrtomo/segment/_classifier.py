@@ -570,8 +570,8 @@ def train_phase_classifier(
         Names of the phase ids (the library); every labelled id must be in it.
     scales_um, features : optional
         Feature scales (micrometres) and kinds, see :func:`voxel_features`. With a `foreground`
-        the default kinds are ``gradient`` and ``foreground_gaussian`` (the mean grey value of
-        the nearby particle voxels, free of partial volume with the matrix).
+        the default kinds are ``gradient`` and ``core_gaussian`` (the mean grey value of the
+        nearby particle-core voxels, free of partial volume with the matrix).
     foreground : (Z, Y, X) bool array_like, optional
         Particle voxels: only labels inside are used (the matrix class then drops out), and the
         model must be applied with a foreground too.
@@ -634,7 +634,7 @@ def train_phase_classifier(
         features = DEFAULT_FOREGROUND_FEATURES
     settings = FeatureSettings.default(spacing, scales_um=scales_um, features=features)
     if settings.needs_mask and mask is None:
-        raise InputError("the 'foreground_gaussian' feature needs a foreground; pass foreground=", source="features")
+        raise InputError("the foreground features need a foreground; pass foreground=", source="features")
     config = ClassifierConfig(model=model, n_estimators=n_estimators, max_depth=max_depth,
                               min_samples_leaf=min_samples_leaf, max_samples_per_class=max_samples_per_class,
                               class_weight=class_weight)
