@@ -756,19 +756,9 @@ def save_classifier(classifier: PhaseClassifier, path: str | os.PathLike) -> Pat
             "feature_names": classifier.feature_names,
             "uses_foreground": classifier.uses_foreground,
             "config": classifier.config.to_dict(),
-            "training": _jsonable(classifier.training),
+            "training": classifier.training,
         })
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _expected_names(expected: Any) -> dict[int, str] | None:
