@@ -58,6 +58,10 @@ def register_command(
     image = read_image2d(section)
     if image.ndim != 2:
         raise InputError(f"is {image.ndim}D, expected a 2D section", source=section)
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError(f"must be a positive number of micrometres, got {pixel_size}", source="--pixel-size")
+    if voxel_size is not None and not voxel_size > 0:
+        raise InputError(f"must be a positive number of micrometres, got {voxel_size}", source="--voxel-size")
     if pixel_size is None:
         pixel_size = _pixel_size_from_sample(section)
     if pixel_size is None:
