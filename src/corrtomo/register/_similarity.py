@@ -189,40 +189,48 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _inside(volume, z, y, x):  # pragma: no cover - compiled
+    nz, ny, nx = volume.shape
+    return z >= -0.5 and y >= -0.5 and x >= -0.5 and z <= nz - 0.5 and y <= ny - 0.5 and x <= nx - 0.5
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _trilinear_at(volume, z, y, x):  # pragma: no cover - compiled
+    """Trilinear value of `volume` at (z, y, x), clamped to the outer voxel centres."""
+    nz, ny, nx = volume.shape
+    z = min(max(z, 0.0), nz - 1.0)
+    y = min(max(y, 0.0), ny - 1.0)
+    x = min(max(x, 0.0), nx - 1.0)
+    z0 = min(int(z), max(nz - 2, 0))
+    y0 = min(int(y), max(ny - 2, 0))
+    x0 = min(int(x), max(nx - 2, 0))
+    fz = z - z0
+    fy = y - y0
+    fx = x - x0
+    z1 = min(z0 + 1, nz - 1)
+    y1 = min(y0 + 1, ny - 1)
+    x1 = min(x0 + 1, nx - 1)
+    c00 = volume[z0, y0, x0] * (1 - fx) + volume[z0, y0, x1] * fx
+    c01 = volume[z0, y1, x0] * (1 - fx) + volume[z0, y1, x1] * fx
+    c10 = volume[z1, y0, x0] * (1 - fx) + volume[z1, y0, x1] * fx
+    c11 = volume[z1, y1, x0] * (1 - fx) + volume[z1, y1, x1] * fx
+    c0 = c00 * (1 - fy) + c01 * fy
+    c1 = c10 * (1 - fy) + c11 * fy
+    return c0 * (1 - fz) + c1 * fz
+
+
 @numba.njit(cache=True, nogil=True)
 def _trilinear(volume, points, out, cval):  # pragma: no cover - compiled
-    nz, ny, nx = volume.shape
     for i in range(points.shape[0]):
         z = points[i, 0]
         y = points[i, 1]
         x = points[i, 2]
-        if not (z >= -0.5 and y >= -0.5 and x >= -0.5 and z <= nz - 0.5 and y <= ny - 0.5 and x <= nx - 0.5):
-            out[i] = cval
-            continue
-        z = min(max(z, 0.0), nz - 1.0)
-        y = min(max(y, 0.0), ny - 1.0)
-        x = min(max(x, 0.0), nx - 1.0)
-        z0 = min(int(z), nz - 2) if nz > 1 else 0
-        y0 = min(int(y), ny - 2) if ny > 1 else 0
-        x0 = min(int(x), nx - 2) if nx > 1 else 0
-        fz = z - z0
-        fy = y - y0
-        fx = x - x0
-        z1 = min(z0 + 1, nz - 1)
-        y1 = min(y0 + 1, ny - 1)
-        x1 = min(x0 + 1, nx - 1)
-        c00 = volume[z0, y0, x0] * (1 - fx) + volume[z0, y0, x1] * fx
-        c01 = volume[z0, y1, x0] * (1 - fx) + volume[z0, y1, x1] * fx
-        c10 = volume[z1, y0, x0] * (1 - fx) + volume[z1, y0, x1] * fx
-        c11 = volume[z1, y1, x0] * (1 - fx) + volume[z1, y1, x1] * fx
-        c0 = c00 * (1 - fy) + c01 * fy
-        c1 = c10 * (1 - fy) + c11 * fy
-        out[i] = c0 * (1 - fz) + c1 * fz
+        out[i] = _trilinear_at(volume, z, y, x) if _inside(volume, z, y, x) else cval
 
 
 @numba.njit(cache=True, nogil=True)
 def _trilinear_grid(volume, origin, step0, step1, step2, out, cval):  # pragma: no cover - compiled
-    nz, ny, nx = volume.shape
     n0, n1, n2 = out.shape
     for i in range(n0):
         for j in range(n1):
@@ -233,28 +241,7 @@ def _trilinear_grid(volume, origin, step0, step1, step2, out, cval):  # pragma: 
                 z = bz + k * step2[0]
                 y = by + k * step2[1]
                 x = bx + k * step2[2]
-                if not (z >= -0.5 and y >= -0.5 and x >= -0.5 and z <= nz - 0.5 and y <= ny - 0.5 and x <= nx - 0.5):
-                    out[i, j, k] = cval
-                    continue
-                z = min(max(z, 0.0), nz - 1.0)
-                y = min(max(y, 0.0), ny - 1.0)
-                x = min(max(x, 0.0), nx - 1.0)
-                z0 = min(int(z), max(nz - 2, 0))
-                y0 = min(int(y), max(ny - 2, 0))
-                x0 = min(int(x), max(nx - 2, 0))
-                fz = z - z0
-                fy = y - y0
-                fx = x - x0
-                z1 = min(z0 + 1, nz - 1)
-                y1 = min(y0 + 1, ny - 1)
-                x1 = min(x0 + 1, nx - 1)
-                c00 = volume[z0, y0, x0] * (1 - fx) + volume[z0, y0, x1] * fx
-                c01 = volume[z0, y1, x0] * (1 - fx) + volume[z0, y1, x1] * fx
-                c10 = volume[z1, y0, x0] * (1 - fx) + volume[z1, y0, x1] * fx
-                c11 = volume[z1, y1, x0] * (1 - fx) + volume[z1, y1, x1] * fx
-                c0 = c00 * (1 - fy) + c01 * fy
-                c1 = c10 * (1 - fy) + c11 * fy
-                out[i, j, k] = c0 * (1 - fz) + c1 * fz
+                out[i, j, k] = _trilinear_at(volume, z, y, x) if _inside(volume, z, y, x) else cval
 
 
 def sample_grid(volume, origin, steps, shape, *, cval: float = np.nan) -> np.ndarray:
