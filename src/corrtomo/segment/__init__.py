@@ -40,6 +40,7 @@ from ._particles import (
     smooth_distance,
     watershed_from_markers,
 )
+from ._rim import correct_rim_phases, rim_halo_voxels
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -53,6 +54,7 @@ __all__ = [
     "PhasePrediction",
     "Pillar",
     "border_touching",
+    "correct_rim_phases",
     "detect_pillar",
     "distance_map",
     "eigenvalues_sym3",
@@ -65,6 +67,7 @@ __all__ = [
     "merge_oversplit_particles",
     "pillar_mask",
     "remove_small_particles",
+    "rim_halo_voxels",
     "save_classifier",
     "separate_particles",
     "smooth_distance",
