@@ -256,11 +256,11 @@ def analyze_command(
     liberation.csv, summary.json, and on request the spectra, stereology and representativeness CSVs."""
     import pandas as pd
 
-    from .. import __version__
     from ..liberation import (
         grain_particle_volume,
         liberation_spectrum,
         liberation_table,
+        measurement_summary,
         size_distribution,
         stereology_comparison,
     )
@@ -356,49 +356,16 @@ def analyze_command(
             )
         except InputError as error:
             raise InputError(error.reason, source=particles) from None
-        counted = liberation[liberation["esd_min_um"].isna()]
-        total_voxels = float(particles_df["volume_voxels"].sum())
-        voxels = particles_df["volume_voxels"].to_numpy(dtype=np.float64)
-        fractions = {
-            name: float((particles_df[f"vf_{name}"].to_numpy() * voxels).sum() / total_voxels)
-            for name in names
-        }
-        n_counted = int(
-            (
-                (~particles_df["touches_border"].to_numpy(dtype=bool) | include_border)
-                & (particles_df["esd_um"].to_numpy() >= min_esd_um)
-            ).sum()
+        summary = measurement_summary(
+            particles_df, liberation, phases=names, spacing=spacing, threshold=threshold,
+            include_border=include_border, min_esd_um=min_esd_um, n_grains=len(grains_df),
         )
-        summary = {
-            "n_particles": len(particles_df),
-            "n_particles_counted": n_counted,
-            "n_grains": len(grains_df),
-            "phase_volume_fractions": fractions,
-            "liberation_degree": dict(
-                zip(counted["phase"], counted["liberation_degree"].astype(float), strict=True)
-            ),
-            "voxel_size_um": float(spacing[0])
-            if np.allclose(spacing, spacing[0])
-            else spacing.tolist(),
-            "voxel_size_zyx_um": spacing.tolist(),
-            "threshold": threshold,
-            "exclude_border": not include_border,
-            "min_esd_um": min_esd_um,
-            "phase_ids": {name: k for k, name in phase_names.items()},
-            "inputs": {
-                "particles": str(particles),
-                "phases": str(phases),
-                "phase_library": phase_library,
-            },
-            "version": __version__,
+        n_counted = summary["n_particles_counted"]
+        summary["phase_ids"] = {name: k for k, name in phase_names.items()}
+        summary["inputs"] = {
+            "particles": str(particles), "phases": str(phases), "phase_library": phase_library,
         }
         if bootstrap:
-            summary["liberation_degree_ci95"] = {
-                name: [float(lo), float(hi)]
-                for name, lo, hi in zip(
-                    counted["phase"], counted["ld_ci_low"], counted["ld_ci_high"], strict=True
-                )
-            }
             summary["bootstrap_replicates"] = bootstrap
 
         extras: dict[str, pd.DataFrame] = {}

@@ -7,7 +7,12 @@ measured sections.
 """
 
 from ._common import geometric_size_bins
-from ._liberation import LIBERATION_COLUMNS, liberation_degree, liberation_table
+from ._liberation import (
+    LIBERATION_COLUMNS,
+    liberation_degree,
+    liberation_table,
+    measurement_summary,
+)
 from ._spectra import GRADE_CLASSES, grain_particle_volume, liberation_spectrum, size_distribution
 from ._stereology import (
     SectionStack,
@@ -28,6 +33,7 @@ __all__ = [
     "liberation_degree",
     "liberation_spectrum",
     "liberation_table",
+    "measurement_summary",
     "section_liberation",
     "section_particle_table",
     "size_distribution",

@@ -287,3 +287,71 @@ def liberation_degree(
         str(p): float(v)
         for p, v in zip(overall["phase"], overall["liberation_degree"], strict=True)
     }
+
+
+def measurement_summary(
+    particles_df: pd.DataFrame,
+    liberation: pd.DataFrame,
+    *,
+    phases: Sequence[str],
+    spacing,
+    threshold: float = 0.99,
+    include_border: bool = False,
+    min_esd_um: float = 0.0,
+    n_grains: int | None = None,
+) -> dict:
+    """The ``summary.json`` contract of a measured sample.
+
+    Parameters
+    ----------
+    particles_df : DataFrame
+        The particle table (``particles.csv`` columns).
+    liberation : DataFrame
+        :func:`liberation_table` of the same particles (the all-sizes rows are used, and their
+        ``ld_ci_low``/``ld_ci_high`` when bootstrapped).
+    phases : sequence of str
+        Phase names, in the order to report.
+    spacing : float or (3,) floats
+        Voxel size in micrometres.
+    threshold, include_border, min_esd_um : float, bool, float
+        The liberation settings (recorded).
+    n_grains : int, optional
+        Grain count to record.
+
+    Returns
+    -------
+    dict
+        ``n_particles``, ``n_particles_counted``, ``phase_volume_fractions`` (voxel share of each
+        phase among all particle voxels, :math:`\\sum_p vf_{p,i} V_p / \\sum_p V_p`),
+        ``liberation_degree`` (Eq. 1 over all sizes), its 95 % interval when bootstrapped,
+        ``voxel_size_um``, the settings and the corrtomo ``version``.
+    """
+    from .. import __version__
+
+    spacing = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
+    counted = liberation[liberation["esd_min_um"].isna()]
+    voxels = particles_df["volume_voxels"].to_numpy(dtype=np.float64)
+    total = max(float(voxels.sum()), 1.0)
+    fractions = {name: float((particles_df[f"vf_{name}"].to_numpy() * voxels).sum() / total) for name in phases}
+    in_count = (~particles_df["touches_border"].to_numpy(dtype=bool) | include_border) & (
+        particles_df["esd_um"].to_numpy() >= min_esd_um)
+    summary = {
+        "n_particles": len(particles_df),
+        "n_particles_counted": int(in_count.sum()),
+        "phase_volume_fractions": fractions,
+        "liberation_degree": dict(zip(counted["phase"], counted["liberation_degree"].astype(float), strict=True)),
+        "voxel_size_um": float(spacing[0]) if np.allclose(spacing, spacing[0]) else spacing.tolist(),
+        "voxel_size_zyx_um": spacing.tolist(),
+        "threshold": threshold,
+        "exclude_border": not include_border,
+        "min_esd_um": min_esd_um,
+        "version": __version__,
+    }
+    if n_grains is not None:
+        summary["n_grains"] = int(n_grains)
+    if "ld_ci_low" in counted.columns and counted["ld_ci_low"].notna().any():
+        summary["liberation_degree_ci95"] = {
+            name: [float(lo), float(hi)]
+            for name, lo, hi in zip(counted["phase"], counted["ld_ci_low"], counted["ld_ci_high"], strict=True)
+        }
+    return summary

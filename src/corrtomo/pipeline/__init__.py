@@ -1,0 +1,216 @@
+"""The whole workflow as resumable stages: config -> run folder -> report.
+
+>>> from corrtomo.pipeline import load_config, run_pipeline      # doctest: +SKIP
+>>> result = run_pipeline(load_config("run.yaml"), "run-out")       # doctest: +SKIP
+>>> result.report                                                    # doctest: +SKIP
+
+Each stage writes ``RUN/<stage>/`` atomically with a ``manifest.json`` (key = hash of inputs,
+parameters and version; duration; peak memory); a re-run skips unchanged stages, ``from_stage``
+redoes one and everything after it, and an interrupted run resumes at the stage it was in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from .._shared import InputError
+from ._config import RunConfig, config_template, load_config, parse_config
+from ._runner import StageRecord, clean_interrupted, execute, read_manifest, run_log
+from ._stages import STAGE_NAMES, STAGES, RunContext, open_ct
+
+__all__ = [
+    "STAGE_NAMES",
+    "RunConfig",
+    "RunResult",
+    "check_inputs",
+    "config_template",
+    "demo_config",
+    "load_config",
+    "parse_config",
+    "read_manifest",
+    "run_demo",
+    "run_pipeline",
+]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the run folder, the per-stage records and the report path."""
+
+    run_dir: Path
+    stages: list[StageRecord]
+    report: Path | None
+    summary: Path | None
+
+    @property
+    def ran(self) -> list[str]:
+        return [r.stage for r in self.stages if not r.skipped]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [r.stage for r in self.stages if r.skipped]
+
+
+def check_inputs(config: RunConfig) -> None:
+    """Stop before any work when an input is missing or the CT's voxel size is wrong."""
+    from ._stages import _ct_paths
+
+    for path in _ct_paths(config):
+        if not path.exists():
+            raise InputError("CT volume not found (config key 'ct.path')", source=path)
+        open_ct(config, path)
+    for section in config.sections:
+        for key in ("eds", "mineral_map", "bse", "pose"):
+            value = getattr(section, key)
+            if value is not None and not config.resolve(value).exists():
+                raise InputError(f"file not found (config key 'sections.{section.name}.{key}')",
+                                 source=config.resolve(value))
+    if config.truth is not None:
+        paths = [config.truth.phases, config.truth.particles, *config.truth.poses.values()]
+        for value in paths:
+            if value is not None and not config.resolve(value).exists():
+                raise InputError("file not found (config key 'truth')", source=config.resolve(value))
+    from ..phases import load_phase_library
+
+    library = config.resolve(config.phase_library)
+    load_phase_library(library if library.exists() else config.phase_library)
+
+
+def run_pipeline(
+    config: RunConfig | str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    from_stage: str | None = None,
+    until: str | None = None,
+    quiet: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RunResult:
+    """Run (or resume) the pipeline of `config` in `run_dir`.
+
+    Parameters
+    ----------
+    config : RunConfig or path to a YAML file
+    run_dir : path
+        Run folder; created. Stage outputs go to ``run_dir/<stage>/``; ``report.html`` and
+        ``summary.json`` are also published at its top.
+    from_stage : str, optional
+        Redo this stage and all after it even if up to date.
+    until : str, optional
+        Stop after this stage.
+    quiet : bool
+        No log lines on stderr (``run.log`` is always written).
+    progress : callable, optional
+        ``progress(step, done, total)`` for progress bars.
+    """
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    for flag, name in (("--from", from_stage), ("--until", until)):  # before the run folder is made
+        if name is not None and name not in STAGE_NAMES:
+            raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}", source=flag)
+    check_inputs(config)
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError("exists and is not a folder", source=run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir, quiet=quiet) as log:
+        removed = clean_interrupted(run_dir)
+        if removed:
+            log.info("removed %d unfinished stage folder(s) of an interrupted run", len(removed))
+        (run_dir / "config.yaml").write_text(_config_yaml(config))
+        context = RunContext(config=config, run_dir=run_dir, progress=progress)
+        records = execute(STAGES, context, run_dir, version=__version__, from_stage=from_stage, only_until=until)
+    report = _publish(run_dir, "report", "report.html")
+    summary = _publish(run_dir, "analysis", "summary.json")
+    return RunResult(run_dir=run_dir, stages=records, report=report, summary=summary)
+
+
+def _config_yaml(config: RunConfig) -> str:
+    import json
+
+    import yaml
+
+    return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False)
+
+
+def _publish(run_dir: Path, stage: str, name: str) -> Path | None:
+    """Copy a stage's main output to the top of the run folder (atomically)."""
+    source = run_dir / stage / name
+    if not source.exists():
+        return None
+    target = run_dir / name
+    tmp = run_dir / f".{name}.tmp-publish"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------
+# demo
+# ------------------------------------------------------------------------------------------
+
+
+def demo_config(sample_dir: str | os.PathLike, *, truth: bool = True, prefix: str = ".") -> dict:
+    """A run configuration for a sample written by ``corrtomo synth`` (EDS maps + BSE per section).
+
+    Paths in it start with `prefix` (the sample folder seen from where the config will live).
+    """
+    import json
+
+    sample_dir = Path(sample_dir)
+
+    def at(path: str) -> str:
+        return path if prefix in ("", ".") else f"{prefix}/{path}"
+
+    meta = json.loads((sample_dir / "sample.json").read_text())
+    sections = [{"name": s["name"], "eds": at(f"sem/{s['name']}/eds"), "bse": at(f"sem/{s['name']}/bse.tif"),
+                 "pixel_size_um": s["pixel_size_um"]} for s in meta["sections"]]
+    config = {
+        "name": f"digital twin '{meta['preset']}' (seed {meta['seed']})",
+        "phase_library": meta["preset_parameters"]["phase_library"],
+        "matrix": meta["preset_parameters"]["matrix"],
+        "ct": {"path": at("ct.tif"), "voxel_size_um": meta["voxel_size_um"]},
+        "sections": sections,
+    }
+    if truth:
+        config["truth"] = {"phases": at("truth/phases.tif"), "particles": at("truth/particles.tif"),
+                           "poses": {s["name"]: at(f"sem/{s['name']}/pose.json") for s in meta["sections"]}}
+    return config
+
+
+def run_demo(
+    outdir: str | os.PathLike,
+    *,
+    preset: str = "talc-saxolite",
+    seed: int = 0,
+    shape: tuple[int, int, int] | None = None,
+    quiet: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RunResult:
+    """Make a twin sample in ``OUTDIR/sample`` and run the whole pipeline on it in ``OUTDIR/run``.
+
+    Labels come only from the sample's simulated SEM sections (EDS maps classified into minerals,
+    registered hint-free into the CT); the truth volumes and poses are used only for the accuracy
+    section of the report. A second call reuses the sample and the finished stages.
+    """
+    import json
+
+    import yaml
+
+    from ..synth import get_preset, make_sample, write_sample
+
+    outdir = Path(outdir)
+    sample_dir = outdir / "sample"
+    settings = get_preset(preset)
+    shape = tuple(shape) if shape is not None else tuple(settings.shape)
+    existing = sample_dir / "sample.json"
+    meta = json.loads(existing.read_text()) if existing.exists() else {}
+    if (meta.get("preset"), meta.get("seed"), tuple(meta.get("shape", ()))) != (preset, seed, shape):
+        write_sample(make_sample(settings, shape=shape, seed=seed), sample_dir)
+    config_path = outdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(sample_dir, prefix="sample"), sort_keys=False))
+    return run_pipeline(load_config(config_path), outdir / "run", quiet=quiet, progress=progress)

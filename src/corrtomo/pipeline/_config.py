@@ -1,0 +1,227 @@
+"""The run configuration: one YAML file, validated with pydantic.
+
+Paths in the file are relative to the file's folder. Every key is checked; an unknown or
+mistyped key stops the run before any work with a one-line message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .._shared import InputError
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CTConfig(_Strict):
+    """The CT volume: one file (TIFF, OME-Zarr, HDF5, NumPy, slice folder) or a list to stitch."""
+
+    path: str | list[str] = Field(description="CT volume file, or a list of overlapping volumes to stitch")
+    voxel_size_um: PositiveFloat | list[PositiveFloat] | None = Field(
+        None, description="voxel size in um (one value or z, y, x); checked against the file's when both exist")
+
+    @field_validator("voxel_size_um")
+    @classmethod
+    def _three_values(cls, value):
+        if isinstance(value, list) and len(value) not in (1, 3):
+            raise ValueError("give one value or three (z, y, x)")
+        return value
+
+
+class HintConfig(_Strict):
+    """Optional narrowing of the section search (see ``corrtomo.register.RegistrationHint``)."""
+
+    tilt_deg: float | None = Field(None, description="approximate tilt of the section normal from normal_axis")
+    tilt_tolerance_deg: PositiveFloat = 8.0
+    normal_axis: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    cone_deg: PositiveFloat | None = Field(None, description="only normals within this angle of normal_axis")
+    depth_range: tuple[float, float] | None = Field(None, description="section centre along normal_axis, voxels")
+
+
+class SectionConfig(_Strict):
+    """One SEM section: EDS maps (classified into minerals) or a mineral map, optional BSE."""
+
+    name: str
+    eds: str | None = Field(None, description="folder of EDS element maps (<Element>.tif)")
+    mineral_map: str | None = Field(None, description="mineral map image (phase ids or library colours)")
+    bse: str | None = Field(None, description="BSE image (used for the EDS classification and the report)")
+    pixel_size_um: PositiveFloat = Field(description="section pixel size in um")
+    pose: str | None = Field(None, description="a known pose.json: skips the search (landmark or earlier run)")
+    hint: HintConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.eds is None) == (self.mineral_map is None):
+            raise ValueError("give exactly one of 'eds' and 'mineral_map'")
+        return self
+
+
+class TruthConfig(_Strict):
+    """Ground truth of a digital twin: accuracy goes into the report. Never used for training."""
+
+    phases: str | None = None
+    particles: str | None = None
+    poses: dict[str, str] = Field(default_factory=dict, description="section name -> truth pose.json")
+
+
+class StitchOptions(_Strict):
+    max_rotation_deg: float = 1.0
+
+
+class EDSOptions(_Strict):
+    method: Literal["reference", "unsupervised"] = "reference"
+    bin_size: int = Field(1, ge=1)
+    smooth_sigma_px: float = Field(0.0, ge=0)
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    seed: int = 0
+
+
+class RegisterOptions(_Strict):
+    source: Literal["mineral_map", "bse"] = Field("mineral_map", description="what is matched to the CT")
+    normal_spacing_deg: PositiveFloat = 8.0
+    n_candidates: int = Field(12, ge=1)
+    scale_tolerance: float = Field(0.1, ge=0, lt=1)
+    min_confidence: float = Field(0.0, ge=0, le=1, description="stop when a section's confidence is lower")
+    seed: int = 0
+
+
+class LabelOptions(_Strict):
+    boundary_margin_px: float | None = Field(None, ge=0, description="default: one CT voxel in pixels")
+    max_plane_distance: PositiveFloat = 0.5
+
+
+class ForegroundOptions(_Strict):
+    method: Literal["otsu", "multiotsu", "gmm"] = "otsu"
+    pillar: bool = True
+    edge_fraction: float = Field(0.4, gt=0, lt=1)
+    fill_holes: bool = True
+
+
+class PhaseOptions(_Strict):
+    method: Literal["random_forest", "extra_trees", "hist_gradient_boosting"] = "random_forest"
+    features: list[str] | None = Field(None, description="feature kinds; default the measured set")
+    scales_um: list[PositiveFloat] | None = None
+    n_estimators: int = Field(64, ge=1)
+    rim_voxels: int = Field(2, ge=0, description="rim layers whose phase comes from the particle interior "
+                            "(partial-volume correction, corrtomo.segment.correct_rim_phases); 0 = off")
+    seed: int = 0
+
+
+class ParticleOptions(_Strict):
+    method: Literal["h_maxima", "eroded_cores"] = "h_maxima"
+    h_um: PositiveFloat | None = None
+    resolution_um: PositiveFloat | None = Field(None, description="particles below 2x this ESD are removed")
+    merge_oversplit: bool = False
+
+
+class AnalysisOptions(_Strict):
+    threshold: float = Field(0.99, ge=0, lt=1, description="free particle: vf_i > threshold (paper Eq. 1)")
+    size_bins_um: list[PositiveFloat] | None = None
+    include_border: bool = False
+    bootstrap: int = Field(1000, ge=0)
+    stereology_planes: int = Field(16, ge=1)
+    piece_size_um: PositiveFloat | list[PositiveFloat] | None = Field(
+        None, description="representativeness pieces; default a quarter of the volume per axis")
+    seed: int = 0
+
+
+class Stages(_Strict):
+    stitch: StitchOptions = StitchOptions()
+    eds: EDSOptions = EDSOptions()
+    registration: RegisterOptions = RegisterOptions()
+    labels: LabelOptions = LabelOptions()
+    foreground: ForegroundOptions = ForegroundOptions()
+    phases: PhaseOptions = PhaseOptions()
+    particles: ParticleOptions = ParticleOptions()
+    analysis: AnalysisOptions = AnalysisOptions()
+
+
+class OutputOptions(_Strict):
+    tiff: bool = Field(False, description="also write phases.tif and particles.tif")
+    chunk: int = Field(64, ge=8, description="Zarr chunk edge in voxels")
+
+
+class RunConfig(_Strict):
+    """Everything one run needs; see ``corrtomo config-template``."""
+
+    name: str = "corrtomo run"
+    phase_library: str = Field(description="preset name (talc-saxolite, li-slag) or a phase-library file")
+    matrix: str | None = "epoxy"
+    ct: CTConfig
+    sections: list[SectionConfig] = Field(min_length=1)
+    truth: TruthConfig | None = None
+    stages: Stages = Stages()
+    output: OutputOptions = OutputOptions()
+    base_dir: str = Field(".", description="(set from the file's location) folder relative paths start from")
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.sections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"section names must be unique, got {names}")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """An input path from the config, relative to the config file's folder."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the tried union member in an error's location ('ct.path.str'); not a key."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "list", "dict", "tuple", "none")
+                                      or "[" in part or part.startswith(("constrained-", "function-")))
+
+
+def _first_error(error: ValidationError, source: str) -> InputError:
+    item = error.errors()[0]
+    key = ".".join(str(k) for k in item["loc"] if not _is_union_tag(k)) or "(top level)"
+    message = item["msg"]
+    if item["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif item["type"] == "missing":
+        message = "required key is missing"
+    return InputError(f"config key {key!r}: {message}", source=source)
+
+
+def parse_config(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", source: str = "config") -> RunConfig:
+    """Validate a configuration mapping; paths are resolved against `base_dir`."""
+    if not isinstance(data, dict):
+        raise InputError("the config must be a mapping of keys to values", source=source)
+    data = dict(data)
+    data.setdefault("base_dir", str(Path(base_dir).resolve()))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise _first_error(error, source) from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and validate a YAML (or JSON) run configuration."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such config file", source=path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"not valid YAML{where}", source=path) from None
+    return parse_config(data, base_dir=path.parent, source=str(path))
+
+
+def config_template() -> str:
+    """An annotated example configuration (the output of ``corrtomo config-template``)."""
+    from importlib.resources import files
+
+    return (files(__package__) / "template.yaml").read_text()

@@ -1,0 +1,296 @@
+"""Resumable stage execution: keys, manifests, atomic stage folders, timing and memory.
+
+A stage's *key* is the SHA-256 of its name, the corrtomo version, its parameters, the content
+hashes of the input files it reads and the keys of the stages it reads from. The stage writes
+everything into a hidden temporary folder, ends with ``manifest.json`` and is then renamed into
+``RUN/<stage>/`` in one step: a folder with a manifest is always complete. A re-run skips every
+stage whose manifest holds the same key; a stage whose parameters or inputs changed runs again,
+and so does every stage after it (their keys contain its key). An interrupted stage leaves only
+its temporary folder, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._shared import InputError, to_jsonable, write_json_atomic
+
+LOGGER = logging.getLogger("corrtomo.pipeline")
+MANIFEST = "manifest.json"
+_HASH_CACHE = ".input-hashes.json"
+
+
+# ------------------------------------------------------------------------------------------
+# hashing
+# ------------------------------------------------------------------------------------------
+
+
+def _hash_file(path: Path, digest: Any) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(item.relative_to(path)).encode())
+            _hash_file(item, digest)
+    else:
+        _hash_file(path, digest)
+    return digest.hexdigest()
+
+
+def _stat_signature(path: Path) -> list:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+class InputHashes:
+    """Content hashes of input files, cached by (size, mtime) in the run folder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / _HASH_CACHE
+        try:
+            self.cache: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.cache = {}
+
+    def __call__(self, path: Path) -> str:
+        path = Path(path).resolve()
+        if not path.exists():
+            raise InputError("no such file or folder", source=path)
+        signature = _stat_signature(path)
+        entry = self.cache.get(str(path))
+        if entry and entry["signature"] == signature:
+            return entry["sha256"]
+        value = content_hash(path)
+        self.cache[str(path)] = {"signature": signature, "sha256": value}
+        write_json_atomic(self.path, self.cache)
+        return value
+
+
+def stage_key(name: str, version: str, params: Any, inputs: Mapping[str, str]) -> str:
+    text = json.dumps({"stage": name, "version": version, "params": to_jsonable(params), "inputs": dict(inputs)},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# memory
+# ------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class PeakMemory:
+    """Largest resident set size seen while the block runs (sampled every 20 ms)."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+# ------------------------------------------------------------------------------------------
+# stages
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    Attributes
+    ----------
+    name : str
+        Folder name in the run directory.
+    needs : tuple of str
+        Stages whose outputs this one reads (their keys enter this one's key).
+    params : callable
+        ``params(config) -> dict``: the options that change this stage's result.
+    inputs : callable
+        ``inputs(config) -> dict[str, Path]``: external files it reads (hashed by content).
+    run : callable
+        ``run(context, out_dir) -> dict``: does the work, writes files into `out_dir`, returns
+        a small JSON-able result stored in the manifest.
+    enabled : callable
+        ``enabled(config) -> bool``; a disabled stage is neither run nor required.
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    params: Callable[[Any], dict]
+    inputs: Callable[[Any], dict[str, Path]]
+    run: Callable[[Any, Path], dict]
+    enabled: Callable[[Any], bool] = lambda config: True
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    skipped: bool
+    seconds: float
+    peak_memory_mb: float
+    key: str
+    result: dict = field(default_factory=dict)
+
+
+def read_manifest(stage_dir: Path) -> dict | None:
+    try:
+        return json.loads((stage_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished `tmp` folder to `final`, replacing an older `final` (two renames)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_interrupted(run_dir: Path) -> list[Path]:
+    """Remove the temporary folders an interrupted run left behind; return them."""
+    removed = []
+    for path in run_dir.glob(".*.tmp-*"):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path)
+    for path in run_dir.glob(".*.old-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path, *, quiet: bool) -> Iterator[logging.Logger]:
+    """Log to ``RUN/run.log`` (always) and to stderr (unless quiet)."""
+    LOGGER.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "run.log")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if not quiet:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("corrtomo: %(message)s"))
+        handlers.append(stream)
+    for handler in handlers:
+        LOGGER.addHandler(handler)
+    LOGGER.propagate = False
+    try:
+        yield LOGGER
+    finally:
+        for handler in handlers:
+            LOGGER.removeHandler(handler)
+            handler.close()
+
+
+def execute(
+    stages: Sequence[Stage],
+    context: Any,
+    run_dir: Path,
+    *,
+    version: str,
+    from_stage: str | None = None,
+    only_until: str | None = None,
+) -> list[StageRecord]:
+    """Run `stages` in order, skipping those whose key is unchanged (see module notes)."""
+    names = [s.name for s in stages]
+    if from_stage is not None and from_stage not in names:
+        raise InputError(f"unknown stage {from_stage!r}; stages are {', '.join(names)}", source="--from")
+    if only_until is not None and only_until not in names:
+        raise InputError(f"unknown stage {only_until!r}; stages are {', '.join(names)}", source="--until")
+    config = context.config
+    hashes = InputHashes(run_dir)
+    keys: dict[str, str] = {}
+    records: list[StageRecord] = []
+    forced = False
+    for stage in stages:
+        # a disabled stage (evaluate without truth) still marks where --from starts and --until ends
+        forced = forced or stage.name == from_stage
+        if not stage.enabled(config):
+            if stage.name == only_until:
+                break
+            continue
+        inputs = {f"file:{label}": hashes(path) for label, path in stage.inputs(config).items()}
+        for need in stage.needs:
+            if need in keys:
+                inputs[f"stage:{need}"] = keys[need]
+        params = stage.params(config)
+        key = stage_key(stage.name, version, params, inputs)
+        keys[stage.name] = key
+        final = run_dir / stage.name
+        manifest = read_manifest(final)
+        if not forced and manifest is not None and manifest.get("key") == key:
+            LOGGER.info("%s: up to date, skipped", stage.name)
+            records.append(StageRecord(stage.name, True, 0.0, 0.0, key, manifest.get("result", {})))
+            context.records.append(records[-1])
+            context.results[stage.name] = manifest.get("result", {})
+        else:
+            LOGGER.info("%s: running", stage.name)
+            tmp = run_dir / f".{stage.name}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            started = time.time()
+            try:
+                with PeakMemory() as memory:
+                    result = stage.run(context, tmp) or {}
+                seconds = time.time() - started
+                outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+                write_json_atomic(tmp / MANIFEST, {
+                    "stage": stage.name, "key": key, "version": version, "params": params, "inputs": inputs,
+                    "outputs": outputs, "result": result, "seconds": round(seconds, 3),
+                    "peak_memory_mb": round(memory.peak / 2**20, 1), "started": time.strftime(
+                        "%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                    "python": platform.python_version(), "platform": platform.platform(),
+                })
+                _replace_dir(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            LOGGER.info("%s: done in %.1f s, peak memory %.0f MB", stage.name, seconds, memory.peak / 2**20)
+            records.append(StageRecord(stage.name, False, seconds, memory.peak / 2**20, key, to_jsonable(result)))
+            context.records.append(records[-1])
+            context.results[stage.name] = to_jsonable(result)
+        if stage.name == only_until:
+            break
+    return records

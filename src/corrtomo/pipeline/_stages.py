@@ -1,0 +1,593 @@
+"""The pipeline's stages: thin wrappers over the stage packages' Python API.
+
+Order: volume (read or stitch) -> foreground -> sections (EDS -> mineral maps) -> register ->
+labels -> train -> phases -> particles -> measure -> analysis (liberation, spectra, stereology,
+representativeness, summary) -> evaluate (twin truth, when given) -> report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .._shared import MATRIX_LABEL, InputError, PlanePose, normalize_spacing, write_json_atomic
+from ._config import RunConfig
+from ._runner import LOGGER, Stage
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunContext:
+    """What the stages share: the config, the run folder, results and a progress callback."""
+
+    config: RunConfig
+    run_dir: Path
+    progress: Progress | None = None
+    results: dict[str, dict] = field(default_factory=dict)
+    records: list = field(default_factory=list)  # StageRecord of every stage so far in this run
+
+    def path(self, stage: str, name: str) -> Path:
+        return self.run_dir / stage / name
+
+    @property
+    def library(self):
+        from ..phases import load_phase_library
+
+        source = self.config.phase_library
+        candidate = self.config.resolve(source)
+        return load_phase_library(candidate if candidate.exists() else source)
+
+    def phase_names(self) -> dict[int, str]:
+        library = self.library
+        return {int(i): library.name_of(int(i)) for i in library.ids}
+
+    def spacing(self) -> np.ndarray:
+        return np.asarray(self.results["volume"]["voxel_size_um"], dtype=float)
+
+    def read(self, stage: str, name: str) -> np.ndarray:
+        from ..io import read_volume
+
+        return np.asarray(read_volume(self.path(stage, name), lazy=False).data)
+
+
+def _zarr(path: Path, data: np.ndarray, spacing, chunk: int) -> None:
+    from ..io import write_ome_zarr
+
+    write_ome_zarr(path, data, spacing=spacing, chunks=chunk)
+
+
+# ------------------------------------------------------------------------------------------
+# volume
+# ------------------------------------------------------------------------------------------
+
+
+def _config_spacing(config: RunConfig) -> np.ndarray | None:
+    value = config.ct.voxel_size_um
+    return None if value is None else normalize_spacing(value, 3, name="ct.voxel_size_um")
+
+
+def _ct_paths(config: RunConfig) -> list[Path]:
+    paths = config.ct.path if isinstance(config.ct.path, list) else [config.ct.path]
+    return [config.resolve(p) for p in paths]
+
+
+def open_ct(config: RunConfig, path: Path):
+    """Open one CT file lazily; its voxel size must agree with the config's (1 %)."""
+    from ..io import read_volume
+
+    given = _config_spacing(config)
+    try:
+        volume = read_volume(path, lazy=True)
+    except InputError as error:
+        if given is None or "voxel size" not in error.reason:
+            raise
+        volume = read_volume(path, lazy=True, spacing=given)
+    if volume.spacing is None:
+        if given is None:
+            raise InputError("no voxel size in the file; set ct.voxel_size_um in the config", source=path)
+        volume = read_volume(path, lazy=True, spacing=given)
+    elif given is not None and not np.allclose(volume.spacing, given, rtol=0.01):
+        raise InputError(f"voxel size {np.round(volume.spacing, 6).tolist()} um in the file differs from "
+                         f"ct.voxel_size_um {given.tolist()} in the config", source=path)
+    if len(volume.shape) != 3:
+        raise InputError(f"expected a 3D volume, got shape {volume.shape}", source=path)
+    return volume
+
+
+def _run_volume(context: RunContext, out: Path) -> dict:
+    config = context.config
+    paths = _ct_paths(config)
+    volumes = [open_ct(config, p) for p in paths]
+    spacing = normalize_spacing(volumes[0].spacing, 3)
+    if len(volumes) == 1:
+        data = np.asarray(volumes[0].data)
+        info: dict[str, Any] = {"stitched": False}
+    else:
+        from ..register import stitch_volumes
+
+        result = stitch_volumes([np.asarray(v.data) for v in volumes], spacing=spacing,
+                                max_rotation_deg=config.stages.stitch.max_rotation_deg, progress=context.progress)
+        data = result.volume
+        info = {"stitched": True, "pieces": len(volumes)}
+    from ..io import check_finite
+
+    check_finite(data, source=paths[0])
+    data = data.astype(np.float32, copy=False)
+    _zarr(out / "ct.ome.zarr", data, spacing, config.output.chunk)
+    return {"shape": list(data.shape), "voxel_size_um": spacing.tolist(), "dtype": str(data.dtype), **info}
+
+
+# ------------------------------------------------------------------------------------------
+# foreground
+# ------------------------------------------------------------------------------------------
+
+
+def _run_foreground(context: RunContext, out: Path) -> dict:
+    from ..segment import detect_pillar, foreground_mask
+
+    options = context.config.stages.foreground
+    ct = context.read("volume", "ct.ome.zarr")
+    spacing = context.spacing()
+    pillar = detect_pillar(ct, spacing=spacing) if options.pillar else None
+    mask = foreground_mask(ct, spacing=spacing, method=options.method, pillar=pillar if pillar else False,
+                           edge_fraction=options.edge_fraction, fill_holes=options.fill_holes)
+    _zarr(out / "foreground.ome.zarr", mask.astype(np.uint8), spacing, context.config.output.chunk)
+    pillar_info = None if pillar is None else {"center_yx": list(pillar.center_yx),
+                                               "radius_voxels": float(pillar.radius_voxels)}
+    write_json_atomic(out / "pillar.json", {"pillar": pillar_info})
+    return {"foreground_fraction": float(mask.mean()), "pillar": pillar_info}
+
+
+def load_pillar(context: RunContext):
+    import json
+
+    from ..segment import Pillar
+
+    info = json.loads(context.path("foreground", "pillar.json").read_text())["pillar"]
+    return None if info is None else Pillar(center_yx=tuple(info["center_yx"]), radius_voxels=info["radius_voxels"])
+
+
+# ------------------------------------------------------------------------------------------
+# sections: EDS maps -> mineral maps
+# ------------------------------------------------------------------------------------------
+
+
+def _section_inputs(config: RunConfig) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for section in config.sections:
+        for key in ("eds", "mineral_map", "bse"):
+            value = getattr(section, key)
+            if value is not None:
+                files[f"{section.name}.{key}"] = config.resolve(value)
+    library = config.resolve(config.phase_library)
+    if library.exists():
+        files["phase_library"] = library
+    return files
+
+
+def _run_sections(context: RunContext, out: Path) -> dict:
+    from ..io import read_eds_maps, read_image2d, read_mineral_map, write_image2d
+
+    config = context.config
+    library = context.library
+    result = {}
+    for section in config.sections:
+        folder = out / section.name
+        folder.mkdir(parents=True)
+        bse = read_image2d(config.resolve(section.bse)) if section.bse else None
+        if section.eds is not None:
+            from ..sem import classify_eds
+
+            options = config.stages.eds
+            mineral = classify_eds(read_eds_maps(config.resolve(section.eds)), library=library, matrix=config.matrix,
+                                   bse=bse, method=options.method, bin_size=options.bin_size,
+                                   smooth_sigma_px=options.smooth_sigma_px, min_confidence=options.min_confidence,
+                                   rng=options.seed)
+            ids = mineral.phase_ids.astype(np.uint8)
+            area = dict(mineral.area_fractions)
+        else:
+            path = config.resolve(section.mineral_map)
+            ids = np.asarray(read_mineral_map(path, library=library)).astype(np.uint8)
+            if not (ids == MATRIX_LABEL).any():  # plain phase-id maps use 0 for the matrix
+                ids = np.where(ids == 0, MATRIX_LABEL, ids).astype(np.uint8)
+            minerals = ids[(ids > 0) & (ids != MATRIX_LABEL)]
+            area = {library.name_of(int(i)): float((minerals == i).mean()) for i in np.unique(minerals)}
+        if bse is not None and bse.shape != ids.shape:
+            raise InputError(f"BSE shape {bse.shape} differs from the mineral map's {ids.shape}",
+                             source=config.resolve(section.bse))
+        if not ((ids > 0) & (ids != MATRIX_LABEL)).any():
+            raise InputError("no pixel was classified as a mineral of the phase library",
+                             source=config.resolve(section.eds or section.mineral_map))
+        write_image2d(folder / "mineral_map.tif", ids)
+        result[section.name] = {"shape": list(ids.shape), "area_fractions": area,
+                                "classified": float((ids > 0).mean())}
+    return result
+
+
+def read_mineral_map_ids(context: RunContext, name: str) -> np.ndarray:
+    from ..io import read_image2d
+
+    return np.asarray(read_image2d(context.path("sections", f"{name}/mineral_map.tif"))).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------
+# register
+# ------------------------------------------------------------------------------------------
+
+
+def _register_inputs(config: RunConfig) -> dict[str, Path]:
+    return {f"{s.name}.pose": config.resolve(s.pose) for s in config.sections if s.pose}
+
+
+def _run_register(context: RunContext, out: Path) -> dict:
+    from ..io import read_image2d
+    from ..register import RegistrationHint, register_section, write_overlay
+
+    config = context.config
+    options = config.stages.registration
+    ct = context.read("volume", "ct.ome.zarr")
+    spacing = context.spacing()
+    result = {}
+    for section in config.sections:
+        folder = out / section.name
+        folder.mkdir(parents=True)
+        ids = read_mineral_map_ids(context, section.name)
+        if section.pose:
+            pose = PlanePose.load(config.resolve(section.pose))
+            entry = {"method": "given", "score": pose.score}
+        else:
+            if options.source == "bse" and section.bse:
+                image, mask, labels = read_image2d(config.resolve(section.bse)), None, False
+            else:
+                image = np.where(ids == MATRIX_LABEL, 0, ids).astype(np.uint8)
+                mask, labels = ids > 0, True
+            hint = None
+            if section.hint is not None:
+                hint = RegistrationHint(**section.hint.model_dump())
+            found = register_section(ct, image, voxel_size_um=float(spacing.min()),
+                                     pixel_size_um=section.pixel_size_um, section_mask=mask, hint=hint,
+                                     scale_tolerance=options.scale_tolerance, labels=labels,
+                                     normal_spacing_deg=options.normal_spacing_deg,
+                                     n_candidates=options.n_candidates, rng=options.seed, progress=context.progress)
+            confidence = float(found.pose.extra.get("confidence", 1.0)) if found.pose.extra else 1.0
+            if not found.confident or confidence < options.min_confidence:
+                raise InputError(
+                    f"section {section.name!r}: registration failed (score {found.score:.3f}, runner-up "
+                    f"{found.runner_up_score:.3f}); give a hint or a pose in the config",
+                    source=config.resolve(section.eds or section.mineral_map))
+            pose = found.pose
+            entry = {"method": pose.method, "score": float(found.score), "runner_up_score": float(found.runner_up_score),
+                     "confidence": confidence}
+        pose.save(folder / "pose.json")
+        write_overlay(folder / "overlay.png", ct, np.where(ids == MATRIX_LABEL, 0, ids), pose,
+                      title=f"{section.name}: score {entry.get('score') or float('nan'):.3f}")
+        result[section.name] = entry
+    return result
+
+
+def load_pose(context: RunContext, name: str) -> PlanePose:
+    return PlanePose.load(context.path("register", f"{name}/pose.json"))
+
+
+# ------------------------------------------------------------------------------------------
+# labels, training, phases
+# ------------------------------------------------------------------------------------------
+
+
+def _run_labels(context: RunContext, out: Path) -> dict:
+    from ..register import merge_sparse_labels, transfer_labels
+
+    config = context.config
+    shape = tuple(context.results["volume"]["shape"])
+    options = config.stages.labels
+    parts = [transfer_labels(read_mineral_map_ids(context, s.name), load_pose(context, s.name), shape,
+                             boundary_margin_px=options.boundary_margin_px,
+                             max_plane_distance=options.max_plane_distance) for s in config.sections]
+    merged = merge_sparse_labels(parts) if len(parts) > 1 else parts[0]
+    dense = np.zeros(shape, dtype=np.uint8)
+    dense[tuple(merged.indices.T)] = merged.values
+    _zarr(out / "labels.ome.zarr", dense, context.spacing(), config.output.chunk)
+    names = context.phase_names()
+    counts = {("matrix" if int(c) == MATRIX_LABEL else names.get(int(c), str(int(c)))): int(n)
+              for c, n in zip(*np.unique(merged.values, return_counts=True), strict=True)}
+    missing = [n for n in names.values() if n not in counts]
+    if missing:
+        LOGGER.warning("labels: no labelled voxel of %s; the classifier cannot find these phases", ", ".join(missing))
+    return {"labelled_voxels": counts, "missing_phases": missing}
+
+
+def _run_train(context: RunContext, out: Path) -> dict:
+    from ..segment import save_classifier, train_phase_classifier
+
+    options = context.config.stages.phases
+    ct = context.read("volume", "ct.ome.zarr")
+    labels = context.read("labels", "labels.ome.zarr")
+    foreground = context.read("foreground", "foreground.ome.zarr").astype(bool)
+    names = context.phase_names()
+    present = {int(c) for c in np.unique(labels)} - {0, MATRIX_LABEL}
+    extra = {}
+    if options.features is not None:
+        extra["features"] = tuple(options.features)
+    if options.scales_um is not None:
+        extra["scales_um"] = tuple(options.scales_um)
+    classifier = train_phase_classifier(
+        ct, labels, spacing=context.spacing(), class_names={i: n for i, n in names.items() if i in present},
+        foreground=foreground, model=options.method, n_estimators=options.n_estimators, rng=options.seed,
+        progress=context.progress, **extra)
+    save_classifier(classifier, out / "phase_classifier.skops")
+    importances = classifier.feature_importances()
+    top = dict(sorted(importances.items(), key=lambda item: -item[1])[:8])
+    return {"classes": [names[i] for i in sorted(present)], "top_features": top}
+
+
+def _run_phases(context: RunContext, out: Path) -> dict:
+    from ..segment import load_classifier
+
+    classifier = load_classifier(context.path("train", "phase_classifier.skops"))
+    ct = context.read("volume", "ct.ome.zarr")
+    foreground = context.read("foreground", "foreground.ome.zarr").astype(bool)
+    prediction = classifier.predict_proba(ct, spacing=context.spacing(), foreground=foreground,
+                                          progress=context.progress)
+    chunk = context.config.output.chunk
+    phases = prediction.phases
+    rim = context.config.stages.phases.rim_voxels
+    if rim:
+        from ..segment import correct_rim_phases
+
+        spacing = context.spacing()
+        phases = correct_rim_phases(phases, foreground, spacing=spacing, depth_um=rim * float(spacing.min()))
+    _zarr(out / "phases.ome.zarr", phases, context.spacing(), chunk)
+    _zarr(out / "uncertainty.ome.zarr", prediction.uncertainty.astype(np.float32), context.spacing(), chunk)
+    if context.config.output.tiff:
+        from ..io import write_tiff
+
+        write_tiff(out / "phases.tif", phases, spacing=context.spacing())
+    names = context.phase_names()
+    counts = np.bincount(phases.ravel(), minlength=256)
+    total = max(int(counts[1:].sum()), 1)
+    return {"volume_fractions": {names[i]: float(counts[i] / total) for i in names},
+            "mean_uncertainty": float(prediction.uncertainty[foreground].mean()) if foreground.any() else 0.0}
+
+
+# ------------------------------------------------------------------------------------------
+# particles, measure, analysis
+# ------------------------------------------------------------------------------------------
+
+
+def _run_particles(context: RunContext, out: Path) -> dict:
+    from ..segment import separate_particles
+
+    options = context.config.stages.particles
+    foreground = context.read("foreground", "foreground.ome.zarr").astype(bool)
+    segmentation = separate_particles(foreground, spacing=context.spacing(), method=options.method,
+                                      h_um=options.h_um, resolution_um=options.resolution_um,
+                                      merge_oversplit=options.merge_oversplit, pillar=load_pillar(context))
+    _zarr(out / "particles.ome.zarr", segmentation.labels, context.spacing(), context.config.output.chunk)
+    np.save(out / "touches_border.npy", segmentation.touches_border)
+    if context.config.output.tiff:
+        from ..io import write_tiff
+
+        write_tiff(out / "particles.tif", segmentation.labels, spacing=context.spacing())
+    return {"n_particles": int(segmentation.n_particles),
+            "n_touching_border": int(segmentation.touches_border.sum())}
+
+
+def _run_measure(context: RunContext, out: Path) -> dict:
+    from ..measure import grain_table, label_grains, particle_table
+
+    particles = context.read("particles", "particles.ome.zarr")
+    phases = context.read("phases", "phases.ome.zarr")
+    names = context.phase_names()
+    spacing = context.spacing()
+    grains = label_grains(particles, phases)
+    table = particle_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
+    # the pillar wall cuts particles as the volume border does
+    border = np.load(context.path("particles", "touches_border.npy"))
+    labels = table["label"].to_numpy()
+    inside = labels < border.size
+    table.loc[inside, "touches_border"] = table.loc[inside, "touches_border"].to_numpy(bool) | border[labels[inside]]
+    grains_df = grain_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
+    _table(table, out / "particles")
+    _table(grains_df, out / "grains")
+    return {"n_particles": len(table), "n_grains": len(grains_df)}
+
+
+def _table(frame, stem: Path) -> None:
+    """A table as Parquet (typed, fast) and CSV (for spreadsheets), side by side."""
+    frame.to_parquet(stem.with_suffix(".parquet"), index=False)
+    frame.to_csv(stem.with_suffix(".csv"), index=False)
+
+
+def _piece_size(context: RunContext) -> np.ndarray:
+    given = context.config.stages.analysis.piece_size_um
+    if given is not None:
+        return normalize_spacing(given, 3, name="stages.analysis.piece_size_um")
+    return np.asarray(context.results["volume"]["shape"], dtype=float) * context.spacing() / 4.0
+
+
+def _run_analysis(context: RunContext, out: Path) -> dict:
+    import pandas as pd
+
+    from ..liberation import (
+        grain_particle_volume,
+        liberation_spectrum,
+        liberation_table,
+        measurement_summary,
+        size_distribution,
+        stereology_comparison,
+    )
+    from ..stats import representativeness
+
+    options = context.config.stages.analysis
+    table = pd.read_parquet(context.path("measure", "particles.parquet"))
+    grains_df = pd.read_parquet(context.path("measure", "grains.parquet"))
+    library = context.library
+    names = [n for n in context.phase_names().values() if f"vf_{n}" in table.columns]
+    densities = {n: float(library.by_name(n).density) for n in names}
+    common = {"exclude_border": not options.include_border}
+    liberation = liberation_table(table, phases=names, threshold=options.threshold, size_bins_um=options.size_bins_um,
+                                  n_bootstrap=options.bootstrap, rng=options.seed, **common)
+    _table(liberation, out / "liberation")
+    _table(liberation_spectrum(table, phases=names, **common), out / "liberation_spectrum")
+    _table(size_distribution(table, densities=densities, phases=names, size_bins_um=options.size_bins_um,
+                             **common), out / "size_distribution")
+    _table(pd.concat([grain_particle_volume(grains_df, table, n, **common).assign(phase=n) for n in names],
+                     ignore_index=True), out / "grain_particle_volume")
+    particles = context.read("particles", "particles.ome.zarr")
+    phases = context.read("phases", "phases.ome.zarr")
+    spacing = context.spacing()
+    _table(stereology_comparison(particles, phases, spacing=spacing, phase_names=context.phase_names(),
+                                 threshold=options.threshold, size_bins_um=options.size_bins_um,
+                                 n_planes=options.stereology_planes, rng=options.seed, **common),
+           out / "stereology")
+    _table(representativeness(particles, spacing=spacing, piece_size_um=_piece_size(context),
+                              esd_bins_um=options.size_bins_um), out / "representativeness")
+    summary = measurement_summary(table, liberation, phases=names, spacing=spacing, threshold=options.threshold,
+                                  include_border=options.include_border, n_grains=len(grains_df))
+    summary["name"] = context.config.name
+    write_json_atomic(out / "summary.json", summary)
+    return {"liberation_degree": summary["liberation_degree"], "n_particles": summary["n_particles"]}
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate (twin truth) and report
+# ------------------------------------------------------------------------------------------
+
+
+def _truth_inputs(config: RunConfig) -> dict[str, Path]:
+    truth = config.truth
+    if truth is None:
+        return {}
+    files = {f"pose.{name}": config.resolve(p) for name, p in truth.poses.items()}
+    for key in ("phases", "particles"):
+        if getattr(truth, key):
+            files[key] = config.resolve(getattr(truth, key))
+    return files
+
+
+def _run_evaluate(context: RunContext, out: Path) -> dict:
+    import pandas as pd
+
+    from ..evaluate import match_instances, phase_iou
+    from ..io import read_volume
+    from ..liberation import liberation_table
+    from ..measure import particle_table
+    from ..register import pose_error
+
+    config = context.config
+    truth = config.truth
+    names = context.phase_names()
+    spacing = context.spacing()
+    options = config.stages.analysis
+    accuracy: dict[str, Any] = {}
+    phases = context.read("phases", "phases.ome.zarr")
+    particles = context.read("particles", "particles.ome.zarr")
+    table = pd.read_parquet(context.path("measure", "particles.parquet"))
+    if truth.phases:
+        true_phases = np.asarray(read_volume(config.resolve(truth.phases), lazy=False, spacing=spacing).data)
+        if true_phases.shape != phases.shape:
+            raise InputError(f"shape {true_phases.shape} differs from the CT's {phases.shape}",
+                             source=config.resolve(truth.phases))
+        ious = phase_iou(true_phases, phases, phase_ids=sorted(names))
+        accuracy["phase_iou"] = {names[i]: float(v) for i, v in ious.items()}
+        accuracy["mean_phase_iou"] = float(np.mean(list(ious.values())))
+        found = np.bincount(phases.ravel(), minlength=256).astype(float)
+        real = np.bincount(true_phases.ravel().astype(np.uint8), minlength=256).astype(float)
+        accuracy["volume_fraction_error"] = {names[i]: float(found[i] / found[1:].sum() - real[i] / real[1:].sum())
+                                             for i in names}
+    if truth.particles:
+        true_particles = np.asarray(read_volume(config.resolve(truth.particles), lazy=False, spacing=spacing).data)
+        match = match_instances(true_particles, particles)
+        accuracy.update({"particle_f1": float(match.f1), "particle_precision": float(match.precision),
+                         "particle_recall": float(match.recall), "particles_merged_share":
+                         float(match.n_true_merged / max(match.n_true, 1)), "n_true_particles": int(match.n_true)})
+        if truth.phases:
+            from ..segment import border_touching
+
+            true_table = particle_table(true_particles, true_phases, spacing=spacing, phase_names=names,
+                                        surface=False)
+            # the same border rule as the found particles: the volume border and the pillar wall
+            cut = border_touching(true_particles, pillar=load_pillar(context))
+            labels = true_table["label"].to_numpy()
+            true_table["touches_border"] = true_table["touches_border"].to_numpy(bool) | cut[labels]
+            found_ld = liberation_table(table, phases=[n for n in names.values() if f"vf_{n}" in table.columns],
+                                        threshold=options.threshold, exclude_border=not options.include_border)
+            true_ld = liberation_table(true_table, phases=list(names.values()), threshold=options.threshold,
+                                       exclude_border=not options.include_border)
+            total = {frame_name: frame[frame["esd_min_um"].isna()].set_index("phase")["liberation_degree"]
+                     for frame_name, frame in (("found", found_ld), ("true", true_ld))}
+            accuracy["liberation_degree_true"] = {n: float(total["true"].get(n, math.nan)) for n in names.values()}
+            accuracy["ld_error"] = {n: float(total["found"].get(n, math.nan) - total["true"].get(n, math.nan))
+                                    for n in names.values()}
+            median_true = float(np.median(true_table["esd_um"]))
+            accuracy["median_esd_um"] = {"found": float(np.median(table["esd_um"])), "true": median_true}
+            accuracy["median_esd_error"] = accuracy["median_esd_um"]["found"] / median_true - 1.0
+    poses = {}
+    for section in config.sections:
+        if section.name in truth.poses:
+            true_pose = PlanePose.load(config.resolve(truth.poses[section.name]))
+            shape = tuple(context.results["sections"][section.name]["shape"])
+            poses[section.name] = float(pose_error(load_pose(context, section.name), true_pose, shape))
+    if poses:
+        accuracy["pose_error_voxels"] = poses
+    write_json_atomic(out / "accuracy.json", accuracy)
+    return accuracy
+
+
+def _run_report(context: RunContext, out: Path) -> dict:
+    from ._report import build_report
+
+    path = build_report(context, out / "report.html")
+    return {"report": str(path.name), "bytes": path.stat().st_size}
+
+
+# ------------------------------------------------------------------------------------------
+# the stage list
+# ------------------------------------------------------------------------------------------
+
+
+def _options(name: str) -> Callable[[RunConfig], dict]:
+    return lambda config: getattr(config.stages, name).model_dump()
+
+
+def _no_inputs(config: RunConfig) -> dict[str, Path]:
+    return {}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("volume", (), lambda c: {"voxel_size_um": c.ct.voxel_size_um, "stitch": c.stages.stitch.model_dump(),
+                                   "chunk": c.output.chunk},
+          lambda c: {f"ct{i}": p for i, p in enumerate(_ct_paths(c))}, _run_volume),
+    Stage("foreground", ("volume",), _options("foreground"), _no_inputs, _run_foreground),
+    Stage("sections", (), lambda c: {"eds": c.stages.eds.model_dump(), "matrix": c.matrix,
+                                     "library": c.phase_library,
+                                     "sections": [s.model_dump(include={"name", "eds", "mineral_map", "bse"})
+                                                  for s in c.sections]},
+          _section_inputs, _run_sections),
+    Stage("register", ("volume", "sections"), lambda c: {"registration": c.stages.registration.model_dump(),
+                                                          "sections": [s.model_dump() for s in c.sections]},
+          _register_inputs, _run_register),
+    Stage("labels", ("volume", "sections", "register"), _options("labels"), _no_inputs, _run_labels),
+    Stage("train", ("volume", "foreground", "labels"), lambda c: c.stages.phases.model_dump(exclude={"rim_voxels"}),
+          _no_inputs, _run_train),
+    Stage("phases", ("volume", "foreground", "train"),
+          lambda c: {"tiff": c.output.tiff, "rim_voxels": c.stages.phases.rim_voxels}, _no_inputs, _run_phases),
+    Stage("particles", ("foreground",), lambda c: {**_options("particles")(c), "tiff": c.output.tiff},
+          _no_inputs, _run_particles),
+    Stage("measure", ("phases", "particles"), lambda c: {}, _no_inputs, _run_measure),
+    Stage("analysis", ("measure", "phases", "particles"), _options("analysis"), _no_inputs, _run_analysis),
+    Stage("evaluate", ("phases", "particles", "measure", "register", "sections"),
+          lambda c: {"truth": c.truth.model_dump() if c.truth else None, "analysis": _options("analysis")(c)},
+          _truth_inputs, _run_evaluate, enabled=lambda c: c.truth is not None),
+    Stage("report", ("volume", "sections", "register", "phases", "particles", "measure", "analysis", "evaluate"),
+          lambda c: {"version": __version__}, _no_inputs, _run_report),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

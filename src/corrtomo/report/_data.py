@@ -1,0 +1,213 @@
+"""What a report is made of: the run's volumes, tables, SEM sections and provenance."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._shared import InputError, normalize_spacing
+from ..phases import PhaseLibrary
+
+
+@dataclass
+class ReportSection:
+    """One SEM section as the report shows it.
+
+    Attributes
+    ----------
+    name : str
+        Section name (for example the folder name ``section01``).
+    mineral_map : (rows, columns) ndarray of uint8
+        Phase id per pixel (0 = matrix), the EDS-derived mineral map.
+    bse : (rows, columns) or (rows, columns, 3 | 4) ndarray, optional
+        Backscattered-electron image, same rows and columns as `mineral_map` (an RGB export
+        is shown in grey).
+    ct_plane : (rows, columns) ndarray of float, optional
+        The CT volume sampled on the registered plane (same shape as `mineral_map`), NaN
+        outside the volume.
+    score : float, optional
+        Registration score.
+    pose_error_voxels : float, optional
+        Digital twin only: mean distance between the registered and the truth pose, in voxels.
+    """
+
+    name: str
+    mineral_map: np.ndarray
+    bse: np.ndarray | None = None
+    ct_plane: np.ndarray | None = None
+    score: float | None = None
+    pose_error_voxels: float | None = None
+
+
+@dataclass
+class ReportData:
+    """Everything one report shows; the pipeline fills it, :func:`write_report` renders it.
+
+    Attributes
+    ----------
+    title : str
+        Report title (the sample name).
+    library : PhaseLibrary
+        Phase ids, names, colours and densities.
+    voxel_size_um : float or (3,) sequence of float
+        Voxel size (z, y, x) in micrometres.
+    ct : (P, M, N) array_like
+        CT volume (numpy, Zarr or Dask); only its three central orthogonal planes are read.
+    phases : (P, M, N) array_like of uint8
+        Phase ids (0 = matrix); only the central planes are read.
+    particles : (P, M, N) array_like of uint32
+        Particle labels (0 = background); only the central planes are read.
+    particles_table : DataFrame
+        The ``particles.csv`` table.
+    grains_table : DataFrame
+        The ``grains.csv`` table.
+    liberation : DataFrame
+        :func:`corrtomo.liberation.liberation_table` output (``liberation.csv`` + optional
+        ``ld_ci_low``/``ld_ci_high``).
+    summary : dict
+        The ``summary.json`` content.
+    sections : list of ReportSection
+        SEM sections (may be empty).
+    stereology : DataFrame, optional
+        :func:`corrtomo.liberation.stereology_comparison` output.
+    representativeness : DataFrame, optional
+        :func:`corrtomo.stats.representativeness` output.
+    accuracy : dict, optional
+        Digital twin only: accuracy against the truth. Scalars (``mean_phase_iou``,
+        ``particle_f1``...) form one table; every mapping (``phase_iou``, ``ld_error``...) its own.
+    provenance : dict
+        ``config`` (YAML text), ``versions`` {package: version}, ``stages`` [{stage, seconds,
+        peak_memory_mb, skipped}], optionally ``created`` (time stamp) and any other key.
+    particle_model_figure : matplotlib Figure, path of a PNG file or PNG bytes, optional
+        The copula pair plot (:func:`corrtomo.stats.pair_plot` writes a PNG file).
+    """
+
+    title: str
+    library: PhaseLibrary
+    voxel_size_um: Any
+    ct: Any
+    phases: Any
+    particles: Any
+    particles_table: pd.DataFrame
+    grains_table: pd.DataFrame
+    liberation: pd.DataFrame
+    summary: dict
+    sections: list[ReportSection] = field(default_factory=list)
+    stereology: pd.DataFrame | None = None
+    representativeness: pd.DataFrame | None = None
+    accuracy: dict | None = None
+    provenance: dict = field(default_factory=dict)
+    particle_model_figure: Any = None
+
+
+def _shape_of(array: Any, name: str) -> tuple[int, ...]:
+    shape = getattr(array, "shape", None)
+    if shape is None:
+        raise InputError(f"expected an array with a shape, got {type(array).__name__}", source=name)
+    return tuple(int(n) for n in shape)
+
+
+def check_report_data(data: ReportData) -> np.ndarray:
+    """Check the parts of `data` a report needs; return the voxel size (z, y, x) in micrometres.
+
+    Raises
+    ------
+    InputError
+        One line naming the part at fault: volumes that are not 3D or differ in shape, a bad
+        voxel size, a table that is not a DataFrame, a section image of another shape than its
+        mineral map, or a particle model figure that is not a Figure or a PNG.
+    """
+    if not isinstance(data, ReportData):
+        raise InputError(f"expected ReportData, got {type(data).__name__}", source="report")
+    if not isinstance(data.library, PhaseLibrary):
+        raise InputError(
+            f"expected a PhaseLibrary, got {type(data.library).__name__}", source="library"
+        )
+    spacing = normalize_spacing(data.voxel_size_um, 3, name="voxel_size_um")
+    shape = _shape_of(data.ct, "ct")
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume, got shape {shape}", source="ct")
+    if min(shape) < 1:
+        raise InputError(f"the volume is empty (shape {shape})", source="ct")
+    for name in ("phases", "particles"):
+        other = _shape_of(getattr(data, name), name)
+        if other != shape:
+            raise InputError(f"shape {other} differs from the CT volume's {shape}", source=name)
+    for name in ("particles_table", "grains_table", "liberation"):
+        if not isinstance(getattr(data, name), pd.DataFrame):
+            raise InputError(
+                f"expected a DataFrame, got {type(getattr(data, name)).__name__}", source=name
+            )
+    for name in ("stereology", "representativeness"):
+        value = getattr(data, name)
+        if value is not None and not isinstance(value, pd.DataFrame):
+            raise InputError(
+                f"expected a DataFrame or None, got {type(value).__name__}", source=name
+            )
+    if not isinstance(data.summary, dict):
+        raise InputError(f"expected a dict, got {type(data.summary).__name__}", source="summary")
+    if data.accuracy is not None and not isinstance(data.accuracy, dict):
+        raise InputError(
+            f"expected a dict or None, got {type(data.accuracy).__name__}", source="accuracy"
+        )
+    if not isinstance(data.provenance, dict):
+        raise InputError(
+            f"expected a dict, got {type(data.provenance).__name__}", source="provenance"
+        )
+    for section in data.sections:
+        _check_section(section)
+    _check_model_figure(data.particle_model_figure)
+    return spacing
+
+
+def _check_section(section: ReportSection) -> None:
+    if not isinstance(section, ReportSection):
+        raise InputError(f"expected ReportSection, got {type(section).__name__}", source="sections")
+    source = f"section {section.name}"
+    mineral_map = np.asarray(section.mineral_map)
+    if mineral_map.ndim != 2 or min(mineral_map.shape) < 1:
+        raise InputError(
+            f"the mineral map must be a non-empty 2D image, got shape {mineral_map.shape}",
+            source=source,
+        )
+    if not np.issubdtype(mineral_map.dtype, np.integer):
+        raise InputError(
+            f"the mineral map must hold integer phase ids, got {mineral_map.dtype}", source=source
+        )
+    for name in ("bse", "ct_plane"):
+        image = getattr(section, name)
+        shape = np.shape(image)
+        if name == "bse" and len(shape) == 3 and shape[2] in (3, 4):
+            shape = shape[:2]  # an RGB(A) export of a BSE image is shown in grey
+        if image is not None and shape != mineral_map.shape:
+            raise InputError(
+                f"{name} has shape {np.shape(image)}, the mineral map {mineral_map.shape}",
+                source=source,
+            )
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_model_figure(figure: Any) -> None:
+    if figure is None or hasattr(figure, "savefig"):
+        return
+    if isinstance(figure, bytes | bytearray):
+        if not bytes(figure[:8]) == _PNG_SIGNATURE:
+            raise InputError("bytes given are not a PNG image", source="particle_model_figure")
+        return
+    if isinstance(figure, str | os.PathLike):
+        if not os.path.isfile(figure):
+            raise InputError("no such file", source=os.fspath(figure))
+        with open(figure, "rb") as handle:
+            if handle.read(8) != _PNG_SIGNATURE:
+                raise InputError("is not a PNG image", source=os.fspath(figure))
+        return
+    raise InputError(
+        f"expected a matplotlib Figure, a PNG file or PNG bytes, got {type(figure).__name__}",
+        source="particle_model_figure",
+    )
