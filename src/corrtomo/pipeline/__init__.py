@@ -124,8 +124,9 @@ def run_pipeline(
         (run_dir / "config.yaml").write_text(_config_yaml(config))
         context = RunContext(config=config, run_dir=run_dir, progress=progress)
         records = execute(STAGES, context, run_dir, version=__version__, from_stage=from_stage, only_until=until)
-    report = _publish(run_dir, "report", "report.html")
-    summary = _publish(run_dir, "analysis", "summary.json")
+    current = {r.stage for r in records}  # publish only what this run brought up to date
+    report = _publish(run_dir, "report", "report.html") if "report" in current else None
+    summary = _publish(run_dir, "analysis", "summary.json") if "analysis" in current else None
     return RunResult(run_dir=run_dir, stages=records, report=report, summary=summary)
 
 

@@ -5,7 +5,8 @@ hashes of the input files it reads and the keys of the stages it reads from. The
 everything into a hidden temporary folder, ends with ``manifest.json`` and is then renamed into
 ``RUN/<stage>/`` in one step: a folder with a manifest is always complete. A re-run skips every
 stage whose manifest holds the same key; a stage whose parameters or inputs changed runs again,
-and so does every stage after it (their keys contain its key). An interrupted stage leaves only
+and so does every stage that reads from it, directly or through others (their keys contain its
+key); stages that do not depend on it stay as they are. An interrupted stage leaves only
 its temporary folder, which the next run removes.
 """
 

@@ -1,0 +1,495 @@
+"""The whole pipeline (``corrtomo.pipeline`` and ``corrtomo run``) on a small digital twin.
+
+One talc-saxolite twin is written once per module; its phase labels come only from its simulated
+EDS section, classified into minerals and registered hint-free into the CT (the twin's truth
+enters only the ``evaluate`` stage). The twin is 112^3 voxels of 0.1 um, seed 3: a size at which
+the hint-free registration of its section is confident and the one section labels all four
+minerals (seed 0 at this size labels only 21 dolomite voxels, and at 96 x 112 x 112 its
+registration is not confident).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from corrtomo._shared import InputError
+from corrtomo.cli._app import run_app
+from corrtomo.io import read_volume
+from corrtomo.pipeline import (
+    STAGE_NAMES,
+    RunConfig,
+    check_inputs,
+    config_template,
+    demo_config,
+    load_config,
+    parse_config,
+    run_pipeline,
+)
+from corrtomo.pipeline._runner import content_hash
+from corrtomo.pipeline._stages import STAGES
+from corrtomo.synth import get_preset, make_sample, write_sample
+
+PRESET, SHAPE, SEED = "talc-saxolite", (112, 112, 112), 3
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+UNTIL = "evaluate"
+#: the stages of a run that stops after `evaluate`, in order
+RUN_STAGES = list(STAGE_NAMES[: STAGE_NAMES.index(UNTIL) + 1])
+
+
+# ------------------------------------------------------------------------------------------
+# helpers and fixtures
+# ------------------------------------------------------------------------------------------
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """`base` with `changes` merged in (nested mappings merged key by key)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _config(sample_dir: Path, changes: dict | None = None, **kwargs) -> RunConfig:
+    return parse_config(_merge(demo_config(sample_dir, **kwargs), changes or {}), base_dir=sample_dir)
+
+
+def _write_config(path: Path, sample_dir: Path, changes: dict | None = None) -> Path:
+    """A YAML config at `path` whose input paths point into `sample_dir` (absolute)."""
+    data = _merge(demo_config(sample_dir, prefix=str(sample_dir)), changes or {})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _affected(changed: tuple[str, ...], names: list[str]) -> list[str]:
+    """The `changed` stages and every stage of `names` that reads from them, directly or not."""
+    hit = set(changed)
+    for stage in STAGES:  # STAGES is in dependency order
+        if hit & set(stage.needs):
+            hit.add(stage.name)
+    return [n for n in names if n in hit]
+
+
+def _stage_files(run_dir: Path) -> dict[str, str]:
+    """Content hash of every file in the run's stage folders, by relative path."""
+    out = {}
+    for name in STAGE_NAMES:
+        folder = run_dir / name
+        if folder.is_dir():
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("corrtomo: error:"), err
+    assert "\n" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("twin") / "sample"
+    write_sample(make_sample(PRESET, shape=SHAPE, seed=SEED), folder, preview=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(sample_dir, tmp_path_factory):
+    """An uninterrupted run through `evaluate`; tests that change things work on copies."""
+    return run_pipeline(_config(sample_dir), tmp_path_factory.mktemp("reference") / "run", until=UNTIL, quiet=True)
+
+
+@pytest.fixture()
+def run_copy(reference, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(reference.run_dir, target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------
+# 1. accuracy with labels from the registered section only
+# ------------------------------------------------------------------------------------------
+
+
+def test_accuracy_with_labels_only_from_registered_section(reference, sample_dir):
+    assert reference.ran == RUN_STAGES and reference.skipped == []
+    run = reference.run_dir
+    # the section was found by the hint-free search, not given
+    registered = _manifest(run, "register")["result"]["section01"]
+    assert registered["method"] != "given" and registered["confidence"] > 0.5
+    # no stage before `evaluate` read a truth file (their content hashes are not among its inputs)
+    truth = {content_hash(p) for p in [sample_dir / "truth" / "phases.tif", sample_dir / "truth" / "particles.tif",
+                                       sample_dir / "sem" / "section01" / "pose.json"]}
+    for stage in RUN_STAGES[:-1]:
+        manifest = _manifest(run, stage)
+        assert not truth & set(manifest["inputs"].values()), stage
+        assert "truth" not in json.dumps(manifest["params"]), stage
+    labelled = _manifest(run, "labels")["result"]
+    assert labelled["missing_phases"] == []
+
+    accuracy = json.loads((run / "evaluate" / "accuracy.json").read_text())
+    print("\naccuracy:", json.dumps(accuracy, indent=1))
+    print("labelled voxels:", labelled["labelled_voxels"])
+    # measured (112^3, seed 3): mean IoU 0.906; |vf error| <= 0.007; median ESD -3.9 %; F1 0.995;
+    # pose error 0.6 voxel
+    assert accuracy["pose_error_voxels"]["section01"] < 1.5
+    assert accuracy["mean_phase_iou"] >= 0.90, accuracy["phase_iou"]
+    assert min(accuracy["phase_iou"].values()) >= 0.85, accuracy["phase_iou"]
+    assert max(abs(v) for v in accuracy["volume_fraction_error"].values()) <= 0.02, accuracy["volume_fraction_error"]
+    assert abs(accuracy["median_esd_error"]) <= 0.05, accuracy["median_esd_um"]
+    assert accuracy["particle_f1"] >= 0.95
+    # liberation degree vs truth: reported, not yet accurate to 0.05 on one section (0.02-0.2 measured)
+    assert set(accuracy["ld_error"]) == set(accuracy["phase_iou"])
+    assert all(v is not None and math.isfinite(v) for v in accuracy["ld_error"].values()), accuracy["ld_error"]
+    # the published summary is the analysis stage's
+    assert reference.summary == run / "summary.json"
+    assert reference.summary.read_bytes() == (run / "analysis" / "summary.json").read_bytes()
+
+
+def test_truth_enters_only_the_evaluate_stage(sample_dir, run_copy):
+    # the same run without truth: every stage up to analysis is up to date, evaluate is off,
+    # and `until="evaluate"` still stops there (the report does not run)
+    result = run_pipeline(_config(sample_dir, truth=False), run_copy, until=UNTIL, quiet=True)
+    assert result.ran == []
+    assert result.skipped == RUN_STAGES[:-1]
+    assert not (run_copy / "report").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# 2. re-run, 3. changed parameters and --from
+# ------------------------------------------------------------------------------------------
+
+
+def test_rerun_skips_every_stage(reference, sample_dir):
+    before = _stage_files(reference.run_dir)
+    assert {"measure/particles.parquet", "analysis/summary.json", "evaluate/accuracy.json"} <= set(before)
+    assert any(k.startswith("phases/phases.ome.zarr/") for k in before)
+    started = time.perf_counter()
+    result = run_pipeline(_config(sample_dir), reference.run_dir, until=UNTIL, quiet=True)
+    seconds = time.perf_counter() - started
+    print(f"\nre-run of an up-to-date run: {seconds:.2f} s")
+    assert result.ran == []
+    assert result.skipped == RUN_STAGES
+    assert _stage_files(reference.run_dir) == before
+    assert "evaluate: up to date, skipped" in (reference.run_dir / "run.log").read_text()
+
+
+def test_changed_parameter_reruns_its_stage_and_dependents_only(sample_dir, run_copy):
+    # (stages whose parameters change, config change); each case keeps the earlier changes
+    cases = [
+        (("particles",), {"stages": {"particles": {"h_um": 0.05}}}),
+        # the threshold is a parameter of analysis and of evaluate (liberation vs truth)
+        (("analysis", "evaluate"), {"stages": {"particles": {"h_um": 0.05}, "analysis": {"threshold": 0.95}}}),
+        # train (phases options) -> phases -> measure ...; particles comes later but does not read them
+        (("train",), {"stages": {"particles": {"h_um": 0.05}, "analysis": {"threshold": 0.95},
+                                 "phases": {"n_estimators": 32}}}),
+    ]
+    for changed, changes in cases:
+        expected = _affected(changed, RUN_STAGES)
+        before = _stage_files(run_copy)
+        result = run_pipeline(_config(sample_dir, changes), run_copy, until=UNTIL, quiet=True)
+        assert result.ran == expected, (changed, result.ran)
+        assert result.skipped == [n for n in RUN_STAGES if n not in expected]
+        after = _stage_files(run_copy)
+        for name in result.skipped:  # untouched, byte for byte
+            assert {k: v for k, v in after.items() if k.startswith(f"{name}/")} == \
+                   {k: v for k, v in before.items() if k.startswith(f"{name}/")}, name
+        for name in result.ran:  # new manifests with the new parameters
+            assert after[f"{name}/manifest.json"] != before[f"{name}/manifest.json"], name
+    assert _affected(("particles",), RUN_STAGES) == ["particles", "measure", "analysis", "evaluate"]
+    assert _affected(("train",), RUN_STAGES) == ["train", "phases", "measure", "analysis", "evaluate"]
+    assert _manifest(run_copy, "particles")["params"]["h_um"] == 0.05
+    # the changed threshold reached the summary
+    assert json.loads((run_copy / "summary.json").read_text())["threshold"] == 0.95
+
+    # --from redoes that stage and every stage after it, changed or not
+    result = run_pipeline(_config(sample_dir, cases[-1][1]), run_copy, from_stage="phases", until=UNTIL, quiet=True)
+    assert result.ran == RUN_STAGES[RUN_STAGES.index("phases"):]
+    assert result.skipped == RUN_STAGES[: RUN_STAGES.index("phases")]
+
+
+# ------------------------------------------------------------------------------------------
+# 4. a killed run resumes and gives the results of an uninterrupted one
+# ------------------------------------------------------------------------------------------
+
+
+def _kill_when(process: subprocess.Popen, log: Path, line: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and line in log.read_text():
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before {line!r}:\n"
+                        + (log.read_text() if log.exists() else "(no run.log)"))
+        time.sleep(0.02)
+    process.kill()
+    process.wait(timeout=30)
+    pytest.fail(f"{line!r} not logged within {timeout_s} s")
+
+
+def test_killed_run_resumes_and_matches_uninterrupted_run(reference, sample_dir, tmp_path):
+    # The config file sits in the sample folder so its keys equal the reference run's; the new run
+    # folder starts with the reference's finished stages up to `labels` (the same keys: a CLI run
+    # in a new process reuses them), then runs `train` and is killed in `phases`.
+    config_path = sample_dir / "kill-test.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(sample_dir), sort_keys=False))
+    assert load_config(config_path) == _config(sample_dir)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    before_train = RUN_STAGES[: RUN_STAGES.index("train")]
+    for name in before_train:
+        shutil.copytree(reference.run_dir / name, run_dir / name)
+
+    command = [sys.executable, "-m", "corrtomo.cli", "run", str(config_path), "--out", str(run_dir),
+               "--until", UNTIL, "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(process, run_dir / "run.log", "phases: running")
+    assert process.returncode == -signal.SIGKILL
+    log = (run_dir / "run.log").read_text()
+    for name in before_train:
+        assert f"{name}: up to date, skipped" in log, log
+    assert "train: done" in log
+    # the interrupted stage left only its hidden temporary folder
+    leftovers = sorted(p.name for p in run_dir.glob(".*.tmp-*"))
+    assert [p.split(".tmp-")[0] for p in leftovers] == [".phases"], leftovers
+    assert not (run_dir / "phases").exists()
+    assert (run_dir / "train" / "manifest.json").is_file()
+
+    result = run_pipeline(load_config(config_path), run_dir, until=UNTIL, quiet=True)
+    assert result.skipped == RUN_STAGES[: RUN_STAGES.index("phases")]
+    assert result.ran == RUN_STAGES[RUN_STAGES.index("phases"):]
+    assert list(run_dir.glob(".*.tmp-*")) == []
+    assert "removed 1 unfinished stage folder" in (run_dir / "run.log").read_text()
+
+    ref = reference.run_dir
+    for stage, name in (("phases", "phases.ome.zarr"), ("particles", "particles.ome.zarr"),
+                        ("phases", "uncertainty.ome.zarr")):
+        resumed = np.asarray(read_volume(run_dir / stage / name, lazy=False).data)
+        expected = np.asarray(read_volume(ref / stage / name, lazy=False).data)
+        assert resumed.shape == expected.shape and resumed.dtype == expected.dtype
+        np.testing.assert_array_equal(resumed, expected, err_msg=name)
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "measure" / "particles.parquet"),
+                                  pd.read_parquet(ref / "measure" / "particles.parquet"))
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "analysis" / "liberation.csv"),
+                                  pd.read_csv(ref / "analysis" / "liberation.csv"))
+
+    def untimed(path: Path) -> dict:
+        return {k: v for k, v in json.loads(path.read_text()).items()
+                if not any(word in k for word in ("second", "time", "duration", "started"))}
+
+    assert untimed(run_dir / "summary.json") == untimed(ref / "summary.json")
+    assert untimed(run_dir / "evaluate" / "accuracy.json") == untimed(ref / "evaluate" / "accuracy.json")
+    for stage in RUN_STAGES:  # same keys as the uninterrupted run
+        assert _manifest(run_dir, stage)["key"] == _manifest(ref, stage)["key"], stage
+
+
+# ------------------------------------------------------------------------------------------
+# 5. bad input: one line, before any stage runs
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "key"), [
+    ({"stages": {"particles": {"h_mu": 0.3}}}, "stages.particles.h_mu"),
+    ({"colour": "red"}, "colour"),
+    ({"stages": {"phases": {"n_estimators": "many"}}}, "stages.phases.n_estimators"),
+    ({"ct": {"voxel_size_um": -0.1}}, "ct.voxel_size_um"),
+    ({"ct": {"path": 3}}, "ct.path"),
+    ({"stages": {"registration": {"source": "bsee"}}}, "stages.registration.source"),
+    ({"sections": [{"name": "section01", "pixel_size_um": 0.05}]}, "sections.0"),
+])
+def test_config_errors_name_the_key(sample_dir, tmp_path, capsys, changes, key):
+    with pytest.raises(InputError) as caught:
+        _config(sample_dir, changes)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"config key '{key}'" in message, message
+    if "h_mu" in key or key == "colour":
+        assert "unknown key" in message
+
+    config_path = _write_config(tmp_path / "bad.yaml", sample_dir, changes)
+    assert run_app(["run", str(config_path), "--out", str(tmp_path / "run"), "-q"]) == 2
+    err = _one_line_error(capsys)
+    assert str(config_path) in err and f"'{key}'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("where", "missing"), [
+    (("ct", "path"), "no-ct.tif"),
+    (("sections", 0, "eds"), "sem/section01/no-eds"),
+    (("sections", 0, "bse"), "no-bse.tif"),
+    (("truth", "phases"), "truth/no-phases.tif"),
+])
+def test_missing_input_file_is_named(sample_dir, tmp_path, capsys, where, missing):
+    def with_missing(data: dict) -> dict:
+        *parents, last = where
+        target = data
+        for key in parents:
+            target = target[key]
+        target[last] = missing
+        return data
+
+    config = parse_config(with_missing(demo_config(sample_dir)), base_dir=sample_dir)  # valid as a config
+    with pytest.raises(InputError) as caught:
+        run_pipeline(config, tmp_path / "run", quiet=True)
+    assert "\n" not in str(caught.value)
+    assert str(sample_dir / missing) in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(with_missing(demo_config(sample_dir, prefix=str(sample_dir)))))
+    assert run_app(["run", str(config_path), "--out", str(tmp_path / "run"), "-q"]) == 2
+    assert str(tmp_path / missing) in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ct_voxel_size_disagreeing_with_file(sample_dir, tmp_path, capsys):
+    config = _config(sample_dir, {"ct": {"voxel_size_um": 0.2}})  # the file says 0.1 um
+    with pytest.raises(InputError) as caught:
+        run_pipeline(config, tmp_path / "run", quiet=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "ct.tif" in message and "voxel size" in message and "0.2" in message, message
+    assert not (tmp_path / "run").exists()
+
+    config_path = _write_config(tmp_path / "config.yaml", sample_dir, {"ct": {"voxel_size_um": 0.2}})
+    assert run_app(["run", str(config_path), "--out", str(tmp_path / "run"), "-q"]) == 2
+    assert "voxel size" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+    # within 1 % is the same voxel size
+    check_inputs(_config(sample_dir, {"ct": {"voxel_size_um": 0.1005}}))
+
+
+def test_registration_failure_stops_and_keeps_finished_stages(tmp_path, capsys):
+    # the 48^3 `quick` twin is too small for a confident hint-free match of its section
+    sample = tmp_path / "quick"
+    write_sample(make_sample("quick", seed=0), sample, preview=False)
+    config = parse_config(demo_config(sample), base_dir=sample)
+    run_dir = tmp_path / "run"
+    with pytest.raises(InputError) as caught:
+        run_pipeline(config, run_dir, quiet=True)
+    message = str(caught.value)
+    print("\n", message)
+    assert "\n" not in message
+    assert "section 'section01'" in message and "registration failed" in message
+    assert str(sample / "sem" / "section01" / "eds") in message
+    finished = RUN_STAGES[: RUN_STAGES.index("register")]
+    for name in finished:
+        assert (run_dir / name / "manifest.json").is_file(), name
+    assert not (run_dir / "register").exists()
+    assert list(run_dir.glob(".*.tmp-*")) == []  # the failed stage cleaned up after itself
+
+    # the CLI: exit 2, one line; the finished stages are reused
+    config_path = sample / "config.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(sample)))
+    assert run_app(["run", str(config_path), "--out", str(run_dir), "-q"]) == 2
+    assert "registration failed" in _one_line_error(capsys)
+    log = (run_dir / "run.log").read_text()
+    assert all(f"{name}: up to date, skipped" in log for name in finished), log
+
+
+@pytest.mark.parametrize("flag", ["--from", "--until"])
+def test_unknown_stage_name(sample_dir, tmp_path, capsys, flag):
+    config_path = _write_config(tmp_path / "config.yaml", sample_dir)
+    run_dir = tmp_path / "run"
+    assert run_app(["run", str(config_path), "--out", str(run_dir), flag, "segment", "-q"]) == 2
+    err = _one_line_error(capsys)
+    assert flag in err and "'segment'" in err and "phases" in err  # names the stages there are
+    assert not run_dir.exists()
+    with pytest.raises(InputError, match="unknown stage"):
+        run_pipeline(_config(sample_dir), run_dir, **{"from_stage" if flag == "--from" else "until": "segment"})
+    assert not run_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# 6. config template and examples
+# ------------------------------------------------------------------------------------------
+
+
+def test_config_template(sample_dir, tmp_path, capsys):
+    assert run_app(["config-template"]) == 0
+    text = capsys.readouterr().out
+    assert text == config_template()
+    data = yaml.safe_load(text)
+    config = parse_config(data, base_dir=tmp_path)  # validates; files are checked by check_inputs
+    # the template shows the defaults
+    defaults = RunConfig.model_fields
+    assert config.stages == defaults["stages"].default
+    assert config.output == defaults["output"].default
+    with pytest.raises(InputError, match=r"ct\.path") as caught:
+        check_inputs(config)
+    assert str(tmp_path / "ct.tif") in str(caught.value)
+    # its paths are those of a `corrtomo synth` sample: there it is accepted as it is
+    check_inputs(parse_config(data, base_dir=sample_dir))
+
+
+@pytest.mark.parametrize("preset", ["talc-saxolite", "li-slag"])
+def test_example_configs(preset, sample_dir):
+    path = EXAMPLES / f"{preset}.yaml"
+    text = path.read_text()
+    config = load_config(path)
+    folder = f"{preset}-sample"
+    # the header says how to make the sample and run it
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert f"corrtomo synth {folder} --preset {preset}" in header
+    assert f"corrtomo run {path.name}" in header
+    settings = get_preset(preset)
+    assert config.phase_library == settings.phase_library and config.matrix == settings.matrix
+    assert config.ct.path == f"{folder}/ct.tif"
+    assert config.ct.voxel_size_um == pytest.approx(settings.voxel_size_um)
+    names = [f"section{k + 1:02d}" for k in range(settings.sem.n_sections)]
+    assert [s.name for s in config.sections] == names
+    for section in config.sections:
+        assert section.eds == f"{folder}/sem/{section.name}/eds"
+        assert section.bse == f"{folder}/sem/{section.name}/bse.tif"
+        assert section.pixel_size_um == pytest.approx(settings.sem.pixel_ratio * settings.voxel_size_um)
+    assert config.truth is not None and sorted(config.truth.poses) == names
+    if preset == PRESET:  # the same inputs as the config made for a written sample of this preset
+        made = demo_config(sample_dir, prefix=folder)
+        assert config.ct.model_dump() == made["ct"]
+        assert [s.model_dump(exclude_none=True) for s in config.sections] == made["sections"]
+        assert config.truth.model_dump() == made["truth"]
+
+
+# ------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------
+
+
+def test_run_through_report(sample_dir, run_copy):
+    started = time.perf_counter()
+    result = run_pipeline(_config(sample_dir), run_copy, quiet=True)
+    print(f"\nreport stage: {time.perf_counter() - started:.1f} s")
+    assert result.ran == ["report"]
+    assert result.skipped == RUN_STAGES
+    assert result.report == run_copy / "report.html"
+    html = result.report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
+    assert result.report.read_bytes() == (run_copy / "report" / "report.html").read_bytes()
+    # a second run is all skipped and keeps the report
+    again = run_pipeline(_config(sample_dir), run_copy, quiet=True)
+    assert again.ran == [] and again.report == result.report
