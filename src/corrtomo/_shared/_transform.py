@@ -256,5 +256,16 @@ class RigidTransform:
     def inverse(self) -> RigidTransform:
         return RigidTransform(np.linalg.inv(self.matrix))
 
+    @property
+    def scale(self) -> float:
+        """Isotropic scale ``det(A)^(1/3)`` of the linear part ``A``."""
+        return float(np.cbrt(np.linalg.det(self.matrix[:3, :3])))
+
+    def corners(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """Fixed-volume positions (8, 3) of the centres of the 8 corner voxels of a moving volume of `shape`."""
+        extent = np.asarray(shape, dtype=np.float64) - 1.0
+        bits = (np.arange(8)[:, None] >> np.arange(3)[::-1][None, :]) & 1
+        return self.apply(bits * extent)
+
     def to_dict(self) -> dict[str, Any]:
         return {"matrix": self.matrix.tolist(), "axes": "zyx", "units": "voxel"}

@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Command modules; each registers its commands on `app` when imported.
 _COMMAND_MODULES = ("_synth", "_info", "_analyze", "_register", "_sem", "_stitch", "_segment", "_segment_particles", "_model",
-                    "_run")
+                    "_run", "_volume_pair")
 
 
 @app.callback(invoke_without_command=True)

@@ -53,7 +53,7 @@ def run_command(
 @app.command("demo")
 def demo_command(
     outdir: Path = typer.Argument(Path("corrtomo-demo"), help="Folder for the twin sample, config and run."),
-    preset: str = typer.Option("talc-saxolite", "--preset", help="Twin preset: talc-saxolite | li-slag | quick."),
+    preset: str = typer.Option("talc-saxolite", "--preset", help="Twin preset: talc-saxolite | li-slag | quick, or talc-micro-nano (a micro/nano-CT pair: the nano volume is analysed, the micro volume is the overview)."),
     seed: int = typer.Option(0, "--seed", help="Twin seed."),
     shape: tuple[int, int, int] | None = typer.Option(None, "--shape", help="CT grid Z Y X (default: the preset's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or log lines."),

@@ -36,6 +36,15 @@ class CTConfig(_Strict):
         return value
 
 
+class OverviewConfig(_Strict):
+    """A larger, coarser scan (micro-CT) that holds the CT volume: located and compared across scales."""
+
+    path: str = Field(description="overview volume file (micro-CT)")
+    voxel_size_um: PositiveFloat | None = Field(None, description="overview voxel size in um if not in the file")
+    resolution_um: PositiveFloat | None = Field(None, description="overview resolution; PSD cut-off 2x (default 2 voxels)")
+    spin_step_deg: PositiveFloat | None = Field(None, description="coarse rotation step (default from the size)")
+
+
 class HintConfig(_Strict):
     """Optional narrowing of the section search (see ``corrtomo.register.RegistrationHint``)."""
 
@@ -70,6 +79,7 @@ class TruthConfig(_Strict):
     phases: str | None = None
     particles: str | None = None
     poses: dict[str, str] = Field(default_factory=dict, description="section name -> truth pose.json")
+    overview_transform: str | None = Field(None, description="truth transform.json of the CT inside the overview")
 
 
 class StitchOptions(_Strict):
@@ -90,6 +100,7 @@ class RegisterOptions(_Strict):
     n_candidates: int = Field(12, ge=1)
     scale_tolerance: float = Field(0.1, ge=0, lt=1)
     min_confidence: float = Field(0.0, ge=0, le=1, description="stop when a section's confidence is lower")
+    min_z_score: PositiveFloat = Field(8.0, description="best score over the random-pose null, in standard deviations")
     seed: int = 0
 
 
@@ -157,6 +168,7 @@ class RunConfig(_Strict):
     matrix: str | None = "epoxy"
     ct: CTConfig
     sections: list[SectionConfig] = Field(min_length=1)
+    overview: OverviewConfig | None = None
     truth: TruthConfig | None = None
     stages: Stages = Stages()
     output: OutputOptions = OutputOptions()

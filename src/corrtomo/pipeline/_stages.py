@@ -80,9 +80,13 @@ def _ct_paths(config: RunConfig) -> list[Path]:
 
 def open_ct(config: RunConfig, path: Path):
     """Open one CT file lazily; its voxel size must agree with the config's (1 %)."""
+    return open_volume(path, _config_spacing(config), "ct.voxel_size_um")
+
+
+def open_volume(path: Path, given: np.ndarray | None, key: str):
+    """Open a volume lazily; its voxel size must agree with config key `key`'s (1 %)."""
     from ..io import read_volume
 
-    given = _config_spacing(config)
     try:
         volume = read_volume(path, lazy=True)
     except InputError as error:
@@ -91,11 +95,11 @@ def open_ct(config: RunConfig, path: Path):
         volume = read_volume(path, lazy=True, spacing=given)
     if volume.spacing is None:
         if given is None:
-            raise InputError("no voxel size in the file; set ct.voxel_size_um in the config", source=path)
+            raise InputError(f"no voxel size in the file; set {key} in the config", source=path)
         volume = read_volume(path, lazy=True, spacing=given)
     elif given is not None and not np.allclose(volume.spacing, given, rtol=0.01):
         raise InputError(f"voxel size {np.round(volume.spacing, 6).tolist()} um in the file differs from "
-                         f"ct.voxel_size_um {given.tolist()} in the config", source=path)
+                         f"{key} {given.tolist()} in the config", source=path)
     if len(volume.shape) != 3:
         raise InputError(f"expected a 3D volume, got shape {volume.shape}", source=path)
     return volume
@@ -255,12 +259,14 @@ def _run_register(context: RunContext, out: Path) -> dict:
                                      pixel_size_um=section.pixel_size_um, section_mask=mask, hint=hint,
                                      scale_tolerance=options.scale_tolerance, labels=labels,
                                      normal_spacing_deg=options.normal_spacing_deg,
-                                     n_candidates=options.n_candidates, rng=options.seed, progress=context.progress)
+                                     n_candidates=options.n_candidates, min_z_score=options.min_z_score,
+                                     rng=options.seed, progress=context.progress)
             confidence = float(found.pose.extra.get("confidence", 1.0)) if found.pose.extra else 1.0
             if not found.confident or confidence < options.min_confidence:
                 raise InputError(
                     f"section {section.name!r}: registration failed (score {found.score:.3f}, runner-up "
-                    f"{found.runner_up_score:.3f}); give a hint or a pose in the config",
+                    f"{found.runner_up_score:.3f}, z {found.diagnostics.get('z_score', float('nan')):.1f}); "
+                    "give a hint or a pose in the config",
                     source=config.resolve(section.eds or section.mineral_map))
             pose = found.pose
             entry = {"method": pose.method, "score": float(found.score), "runner_up_score": float(found.runner_up_score),
@@ -457,6 +463,61 @@ def _run_analysis(context: RunContext, out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+# overview: locate the CT inside a coarser scan and compare particle sizes across scales
+# ------------------------------------------------------------------------------------------
+
+
+def overview_spacing(config: RunConfig) -> np.ndarray | None:
+    value = config.overview.voxel_size_um
+    return None if value is None else normalize_spacing(value, 3, name="overview.voxel_size_um")
+
+
+def _run_overview(context: RunContext, out: Path) -> dict:
+    from ..register import moving_region_mask, register_volume, write_volume_overlay
+    from ..segment import foreground_mask, pillar_mask, separate_particles
+    from ..stats import cross_scale_psd
+
+    config = context.config
+    path = config.resolve(config.overview.path)
+    overview = open_volume(path, overview_spacing(config), "overview.voxel_size_um")
+    fixed = np.asarray(overview.data, dtype=np.float32)
+    fixed_spacing = normalize_spacing(overview.spacing, 3)
+    ct = context.read("volume", "ct.ome.zarr")
+    spacing = context.spacing()
+    if any(f * fs < m * ms for f, fs, m, ms in zip(fixed.shape, fixed_spacing, ct.shape, spacing, strict=True)):
+        raise InputError(f"the overview ({fixed.shape} voxels of {fixed_spacing.tolist()} um) is smaller than the CT "
+                         f"volume ({ct.shape} of {spacing.tolist()} um); it must contain it", source=path)
+    found = register_volume(fixed, ct, fixed_spacing=fixed_spacing, moving_spacing=spacing,
+                            spin_step_deg=config.overview.spin_step_deg, fixed_source=path, moving_source="ct")
+    found.save(out / "transform.json")
+    write_volume_overlay(out / "overlay.png", fixed, ct, found)
+    if not found.confident:
+        LOGGER.warning("overview: the CT volume was not found confidently inside %s (score %.3f, runner-up %.3f); "
+                       "the cross-scale comparison uses the best match anyway", path, found.score, found.runner_up)
+    # particles of the overview, segmented like the CT's (no pillar: an overview is a whole bar)
+    options = config.stages.particles
+    resolution = config.overview.resolution_um
+    mask = foreground_mask(fixed, spacing=fixed_spacing, method=config.stages.foreground.method, pillar=False)
+    particles = separate_particles(mask, spacing=fixed_spacing, method=options.method, resolution_um=resolution).labels
+    _zarr(out / "particles.ome.zarr", particles, fixed_spacing, config.output.chunk)
+    pillar = load_pillar(context)
+    radius = None if pillar is None else float(pillar.radius_voxels)
+    region = moving_region_mask(fixed.shape, found.transform, ct.shape, radius_voxels=radius)
+    nano_mask = np.broadcast_to(pillar_mask(ct.shape[1:], pillar)[None], ct.shape) if pillar is not None else None
+    table = cross_scale_psd(context.read("particles", "particles.ome.zarr"), particles,
+                            nano_spacing_um=float(spacing.min()), micro_spacing_um=float(fixed_spacing.min()),
+                            region_mask=region, nano_mask=nano_mask, esd_bins_um=config.stages.analysis.size_bins_um,
+                            nano_resolution_um=options.resolution_um, micro_resolution_um=resolution)
+    summary = table.attrs.get("summary", {})
+    table.attrs = {}
+    _table(table, out / "cross_scale")
+    write_json_atomic(out / "cross_scale_summary.json", summary)
+    return {"confident": bool(found.confident), "score": float(found.score), "scale": float(found.scale),
+            "overview_voxel_size_um": fixed_spacing.tolist(), "overview_shape": list(fixed.shape),
+            "n_overview_particles": int(particles.max()), "summary": summary}
+
+
+# ------------------------------------------------------------------------------------------
 # evaluate (twin truth) and report
 # ------------------------------------------------------------------------------------------
 
@@ -466,6 +527,8 @@ def _truth_inputs(config: RunConfig) -> dict[str, Path]:
     if truth is None:
         return {}
     files = {f"pose.{name}": config.resolve(p) for name, p in truth.poses.items()}
+    if truth.overview_transform:
+        files["overview_transform"] = config.resolve(truth.overview_transform)
     for key in ("phases", "particles"):
         if getattr(truth, key):
             files[key] = config.resolve(getattr(truth, key))
@@ -537,6 +600,16 @@ def _run_evaluate(context: RunContext, out: Path) -> dict:
             poses[section.name] = float(pose_error(load_pose(context, section.name), true_pose, shape))
     if poses:
         accuracy["pose_error_voxels"] = poses
+    if truth.overview_transform and config.overview is not None:
+        import json
+
+        from .._shared import RigidTransform
+        from ..register import corner_error
+
+        true_matrix = np.asarray(json.loads(config.resolve(truth.overview_transform).read_text())["matrix"])
+        found_matrix = np.asarray(json.loads(context.path("overview", "transform.json").read_text())["matrix"])
+        accuracy["overview_corner_error_voxels"] = float(corner_error(
+            RigidTransform(found_matrix), RigidTransform(true_matrix), tuple(context.results["volume"]["shape"])))
     write_json_atomic(out / "accuracy.json", accuracy)
     return accuracy
 
@@ -583,10 +656,17 @@ STAGES: tuple[Stage, ...] = (
           _no_inputs, _run_particles),
     Stage("measure", ("phases", "particles"), lambda c: {}, _no_inputs, _run_measure),
     Stage("analysis", ("measure", "phases", "particles"), _options("analysis"), _no_inputs, _run_analysis),
-    Stage("evaluate", ("phases", "particles", "measure", "register", "sections"),
+    Stage("overview", ("volume", "foreground", "particles"),
+          lambda c: {"overview": c.overview.model_dump() if c.overview else None, "particles": _options("particles")(c),
+                     "foreground_method": c.stages.foreground.method,
+                     "size_bins_um": c.stages.analysis.size_bins_um, "chunk": c.output.chunk},
+          lambda c: {"overview": c.resolve(c.overview.path)} if c.overview else {}, _run_overview,
+          enabled=lambda c: c.overview is not None),
+    Stage("evaluate", ("phases", "particles", "measure", "register", "sections", "overview"),
           lambda c: {"truth": c.truth.model_dump() if c.truth else None, "analysis": _options("analysis")(c)},
           _truth_inputs, _run_evaluate, enabled=lambda c: c.truth is not None),
-    Stage("report", ("volume", "sections", "register", "phases", "particles", "measure", "analysis", "evaluate"),
+    Stage("report", ("volume", "sections", "register", "phases", "particles", "measure", "analysis", "overview",
+                     "evaluate"),
           lambda c: {"version": __version__}, _no_inputs, _run_report),
 )
 

@@ -277,6 +277,7 @@ def register_section(
     labels: bool | None = None,
     normal_spacing_deg: float = 8.0,
     n_candidates: int = 12,
+    min_z_score: float = MIN_Z_SCORE,
     rng=None,
     progress: Progress | None = None,
 ) -> RegistrationResult:
@@ -302,6 +303,10 @@ def register_section(
         Spacing of the coarse normal lattice.
     n_candidates : int
         Normals kept for local refinement.
+    min_z_score : float
+        Confidence needs the best score this many standard deviations above the null distribution
+        of random poses (and `MIN_MARGIN` above the runner-up); small volumes, whose null is wide,
+        may need less.
     rng : Generator, int or None
         Seeds the refinement point sampling and the null distribution.
     progress : callable, optional
@@ -409,7 +414,7 @@ def register_section(
     null_mean, null_std = float(np.mean(null)), float(np.std(null) + 1e-6)
     z_score = (best[3] - null_mean) / null_std
     reference = runner_up if np.isfinite(runner_up) else null_mean
-    confident = bool(z_score >= MIN_Z_SCORE and best[3] - reference >= MIN_MARGIN and best[3] >= MIN_SCORE)
+    confident = bool(z_score >= min_z_score and best[3] - reference >= MIN_MARGIN and best[3] >= MIN_SCORE)
 
     rows, columns = section.shape
     center, u, v, score = best

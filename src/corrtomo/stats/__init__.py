@@ -11,6 +11,7 @@ from ._copula_model import (
     model_from_parts,
     save_particle_model,
 )
+from ._cross_scale import cross_scale_figure, cross_scale_psd
 from ._marginals import Marginal, fit_marginal
 from ._pair_plot import pair_plot
 from ._representativeness import (
@@ -25,6 +26,8 @@ __all__ = [
     "GoodnessOfFit",
     "Marginal",
     "ParticleModel",
+    "cross_scale_figure",
+    "cross_scale_psd",
     "fit_marginal",
     "fit_particle_model",
     "goodness_of_fit",

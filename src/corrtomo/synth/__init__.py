@@ -16,6 +16,17 @@ from ._ct import (
     simulate_ct_image_domain,
     sirt,
 )
+from ._pair import (
+    PAIR_PRESETS,
+    PairPreset,
+    ScalePair,
+    get_pair_preset,
+    make_scale_pair,
+    pose_rotation,
+    transform_system,
+    transform_texture,
+    write_scale_pair,
+)
 from ._particles import ParticleSpec, ParticleSystem, ParticleType, generate_particles
 from ._presets import PRESETS, CTSettings, SEMSettings, SynthPreset, get_preset
 from ._render import MatrixTexture, PhantomRenderer
@@ -29,15 +40,18 @@ from ._sample import (
 from ._sem import SimulatedSection, backscatter_coefficient, simulate_section
 
 __all__ = [
+    "PAIR_PRESETS",
     "PRESETS",
     "CTResult",
     "CTSettings",
     "MatrixTexture",
+    "PairPreset",
     "ParticleSpec",
     "ParticleSystem",
     "ParticleType",
     "PhantomRenderer",
     "SEMSettings",
+    "ScalePair",
     "SimulatedSection",
     "SynthPreset",
     "SyntheticSample",
@@ -46,13 +60,19 @@ __all__ = [
     "fbp",
     "forward_project",
     "generate_particles",
+    "get_pair_preset",
     "get_preset",
     "grey_value_statistics",
     "make_sample",
+    "make_scale_pair",
+    "pose_rotation",
     "simulate_ct",
     "simulate_ct_image_domain",
     "simulate_section",
     "sirt",
     "touching_particle_share",
+    "transform_system",
+    "transform_texture",
     "write_sample",
+    "write_scale_pair",
 ]

@@ -162,6 +162,9 @@ class ParticleSystem:
     lamella_phases: np.ndarray  # (n,) uint8
     n_dropped: int = 0
     info: dict = field(default_factory=dict)
+    # (n, 2) phase offsets (cycles) of the lamella carrier and wobble; None = zeros. A system moved
+    # into another grid's frame (similarity transform, :mod:`corrtomo.synth._pair`) needs them.
+    lamella_offsets: np.ndarray | None = None
 
     @property
     def n(self) -> int:

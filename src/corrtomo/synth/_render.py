@@ -116,7 +116,7 @@ def _rho(p, z, y, x, centers, rotations, inverse_axes, bump_directions, bump_amp
 def _phase_at(
     p, z, y, x, seed_offsets, seed_positions, seed_phases,
     inclusion_centers, inclusion_radius2, inclusion_phases,
-    lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases,
+    lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases, lamella_offsets,
 ):
     best = 1e300
     phase = seed_phases[seed_offsets[p]]
@@ -132,7 +132,9 @@ def _phase_at(
     if lamella_frequency[p] > 0.0:
         along = z * lamella_normals[p, 0] + y * lamella_normals[p, 1] + x * lamella_normals[p, 2]
         across = z * lamella_wobble[p, 0] + y * lamella_wobble[p, 1] + x * lamella_wobble[p, 2]
-        angle = 2 * np.pi * lamella_frequency[p] * along + 1.6 * np.sin(0.9 * np.pi * lamella_frequency[p] * across)
+        angle = 2 * np.pi * (lamella_frequency[p] * along + lamella_offsets[p, 0]) + 1.6 * np.sin(
+            0.9 * np.pi * (lamella_frequency[p] * across + lamella_offsets[p, 1])
+        )
         if np.cos(angle) > lamella_threshold[p]:
             phase = lamella_phases[p]
     return phase
@@ -144,7 +146,7 @@ def _render_slab_kernel(
     centers, rotations, inverse_axes, bump_directions, bump_amplitudes, facet_normals, facet_distances,
     seed_offsets, seed_positions, seed_phases,
     inclusion_centers, inclusion_radius2, inclusion_phases,
-    lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases,
+    lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases, lamella_offsets,
     cell_size, cell_dims, cell_offsets, cell_items,
     pillar_radius, pillar_y, pillar_x,
     texture_k, texture_phase, texture_amplitude,
@@ -190,6 +192,7 @@ def _render_slab_kernel(
                                         owner, pz, py, px, seed_offsets, seed_positions, seed_phases,
                                         inclusion_centers, inclusion_radius2, inclusion_phases,
                                         lamella_normals, lamella_wobble, lamella_frequency, lamella_threshold, lamella_phases,
+                                        lamella_offsets,
                                     )
                                 else:
                                     t = 0.0
@@ -313,6 +316,7 @@ class PhantomRenderer:
             s.inclusion_centers, s.inclusion_radius2, s.inclusion_phases.astype(np.int64),
             s.lamella_normals, s.lamella_wobble_directions, s.lamella_frequency, s.lamella_threshold,
             s.lamella_phases.astype(np.int64),
+            np.zeros((s.n, 2)) if s.lamella_offsets is None else np.ascontiguousarray(s.lamella_offsets, dtype=np.float64),
             self.cell_size, self.cell_dims, self.cell_offsets, self.cell_items,
             self.pillar[0], self.pillar[1], self.pillar[2],
             self.texture.wave_vectors, self.texture.phases, self.texture.amplitude,

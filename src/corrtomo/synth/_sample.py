@@ -180,26 +180,49 @@ def make_sample(
     del amounts
     ct = result.image.astype(np.float32, copy=False)
 
-    materials = {int(p.id): _section_material(p.name, p) for p in library}
-    matrix = _section_material(preset.matrix, MATERIALS[preset.matrix])
-    sections = []
-    for k, (pose, section_shape) in enumerate(_section_poses(preset, grid, rng)):
-        name = f"section{k + 1:02d}"
-        section = simulate_section(
-            phases, pose, section_shape, materials=materials, matrix=matrix,
-            inside_sample=renderer.inside_pillar, pixel_size_um=preset.sem.pixel_ratio * preset.voxel_size_um,
-            beam_kev=preset.sem.beam_kev, bse_dose=preset.sem.bse_dose, eds_counts=preset.sem.eds_counts,
-            name=name, rng=rng,
-        )
-        sections.append(section)
-        if progress is not None:
-            progress("sem", k + 1, preset.sem.n_sections)
+    sections = simulate_sections(preset, phases, library, renderer.inside_pillar, rng, progress=progress)
 
     metadata = _metadata(preset, seed, library, system, particles, phases, result, energies, weights, sections)
     return SyntheticSample(
         preset=preset, seed=int(seed), ct=ct, phases=phases, particles=particles, sections=tuple(sections),
         library=library, system=system, metadata=metadata,
     )
+
+
+def simulate_sections(preset: SynthPreset, phases: np.ndarray, library: PhaseLibrary, inside_sample, rng,
+                      *, progress: Progress | None = None) -> list:
+    """The SEM sections of a rendered phantom: poses drawn as the preset says, BSE + EDS simulated."""
+    materials = {int(p.id): _section_material(p.name, p) for p in library}
+    matrix = _section_material(preset.matrix, MATERIALS[preset.matrix])
+    sections = []
+    for k, (pose, section_shape) in enumerate(_section_poses(preset, phases.shape, rng)):
+        section = simulate_section(
+            phases, pose, section_shape, materials=materials, matrix=matrix,
+            inside_sample=inside_sample, pixel_size_um=preset.sem.pixel_ratio * preset.voxel_size_um,
+            beam_kev=preset.sem.beam_kev, bse_dose=preset.sem.bse_dose, eds_counts=preset.sem.eds_counts,
+            name=f"section{k + 1:02d}", rng=rng,
+        )
+        sections.append(section)
+        if progress is not None:
+            progress("sem", k + 1, preset.sem.n_sections)
+    return sections
+
+
+def write_sections(folder: Path, sections) -> None:
+    """Write SEM sections as ``folder/<name>/{bse.tif, eds/<Element>.tif, mineral_map.tif, pose.json}``."""
+    from ..io import write_image2d
+
+    for section in sections:
+        where = folder / section.name
+        write_image2d(where / "bse.tif", section.bse)
+        write_image2d(where / "mineral_map.tif", section.mineral_map)
+        for element, counts in section.eds.items():
+            write_image2d(where / "eds" / f"{element}.tif", counts)
+        pose = PlanePose(
+            origin=section.pose.origin, u=section.pose.u, v=section.pose.v, score=None, method="truth",
+            extra={"shape": list(section.mineral_map.shape), "pixel_size_um": section.pixel_size_um},
+        )
+        pose.save(where / "pose.json")
 
 
 def touching_particle_share(particles: np.ndarray) -> float:
@@ -295,7 +318,7 @@ def write_sample(sample: SyntheticSample, outdir: str | os.PathLike, *, preview:
     The folder is built next to `outdir` and renamed into place when complete; an existing
     `outdir` is replaced only if it is empty or a previous sample (holds ``sample.json``).
     """
-    from ..io import write_image2d, write_tiff
+    from ..io import write_tiff
 
     outdir = Path(outdir)
     if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / "sample.json").exists())):
@@ -305,17 +328,7 @@ def write_sample(sample: SyntheticSample, outdir: str | os.PathLike, *, preview:
         write_tiff(tmp / "ct.tif", sample.ct, spacing=spacing)
         write_tiff(tmp / "truth" / "phases.tif", sample.phases, spacing=spacing)
         write_tiff(tmp / "truth" / "particles.tif", sample.particles, spacing=spacing)
-        for section in sample.sections:
-            folder = tmp / "sem" / section.name
-            write_image2d(folder / "bse.tif", section.bse)
-            write_image2d(folder / "mineral_map.tif", section.mineral_map)
-            for element, counts in section.eds.items():
-                write_image2d(folder / "eds" / f"{element}.tif", counts)
-            pose = PlanePose(
-                origin=section.pose.origin, u=section.pose.u, v=section.pose.v, score=None, method="truth",
-                extra={"shape": list(section.mineral_map.shape), "pixel_size_um": section.pixel_size_um},
-            )
-            pose.save(folder / "pose.json")
+        write_sections(tmp / "sem", sample.sections)
         write_json_atomic(tmp / "sample.json", sample.metadata)
         if preview:
             from ._preview import write_preview
