@@ -5,14 +5,19 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
-SHAPE = (96, 112, 112)
+SHAPES = {
+    # 12.3 x 14.3 x 14.3 um at the talc-saxolite preset's 0.1 um voxels: the field of view (and so
+    # the number of particles and the sections' content) of the former 96 x 112 x 112 voxels at 0.128 um
+    "talc-saxolite": (123, 143, 143),
+    "li-slag": (96, 112, 112),  # 1 um voxels
+}
 
 
 @functools.cache
-def twin(preset: str, seed: int, shape: tuple[int, int, int] = SHAPE, ct_method: str = "image"):
+def twin(preset: str, seed: int, shape: tuple[int, int, int] | None = None, ct_method: str = "image"):
     """A synthetic sample; the image-domain CT model is enough where only sections are used."""
     from corrtomo.synth import get_preset, make_sample
 
     settings = get_preset(preset)
     settings = replace(settings, ct=replace(settings.ct, method=ct_method))
-    return make_sample(settings, shape=shape, seed=seed)
+    return make_sample(settings, shape=SHAPES[preset] if shape is None else shape, seed=seed)

@@ -157,7 +157,9 @@ def twin_table() -> pd.DataFrame:
         sem=replace(preset.sem, n_sections=0),
         supersample=1,
     )
-    sample = make_sample(preset, shape=(160, 192, 192), seed=0)
+    # 20.5 x 24.6 x 24.6 um at 0.1 um voxels: the field, and the same 818 particles, of the former
+    # 160 x 192 x 192 voxels at 0.128 um (at 160 x 192 x 192 voxels of 0.1 um only 390)
+    sample = make_sample(preset, shape=(205, 246, 246), seed=0)
     names = {int(i): n for i, n in zip(sample.library.ids, sample.library.names, strict=True)}
     return particle_table(
         sample.particles, sample.phases, spacing=sample.voxel_size_um, phase_names=names

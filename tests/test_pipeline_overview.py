@@ -24,7 +24,7 @@ def pair_run(tmp_path_factory):
     for section in settings["sections"]:
         section["pose"] = f"pair/nano/sem/{section['name']}/pose.json"
     config = parse_config(settings, base_dir=folder)
-    result = run_pipeline(config, folder / "run", until="evaluate", quiet=True)
+    result = run_pipeline(config, folder / "run", quiet=True)
     return pair, folder / "run", result
 
 
@@ -52,6 +52,15 @@ def test_overview_locates_the_ct_and_compares_scales(pair_run):
     assert np.isfinite(table["density_per_1000um3"]).all()
 
 
+def test_report_shows_the_cross_scale_section(pair_run):
+    _, run, result = pair_run
+    html = result.report.read_text()
+    for figure in ("fig-cross-scale-overlay", "fig-cross-scale-psd"):
+        assert f'id="{figure}"' in html
+    summary = json.loads((run / "overview" / "cross_scale_summary.json").read_text())
+    assert f'data-value="{summary["nano"]["median_esd_um"]!r}"' in html
+
+
 def test_overview_bad_input(pair_run, tmp_path):
     from corrtomo._shared import InputError
 
@@ -63,6 +72,6 @@ def test_overview_bad_input(pair_run, tmp_path):
         run_pipeline(parse_config(settings), tmp_path / "run", quiet=True)
     settings = pair_config(folder / "pair", prefix=str(folder / "pair"))
     settings["overview"]["voxel_size_um"] = 0.3  # the file says 0.6
-    with pytest.raises(InputError, match="overview.voxel_size_um"):
+    with pytest.raises(InputError, match=r"overview\.voxel_size_um"):
         run_pipeline(parse_config(settings), tmp_path / "run2", quiet=True)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()

@@ -16,7 +16,14 @@ import pandas as pd
 import pytest
 
 from corrtomo._shared import InputError, sample_plane
-from corrtomo.report import ReportData, ReportSection, figure_ids, render_report, write_report
+from corrtomo.report import (
+    CrossScaleReport,
+    ReportData,
+    ReportSection,
+    figure_ids,
+    render_report,
+    write_report,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -294,7 +301,10 @@ def test_write_report_is_atomic(full_data, tmp_path, monkeypatch):
 
 
 def test_report_is_self_contained(full_report):
-    _, html = full_report
+    _assert_self_contained(full_report[1])
+
+
+def _assert_self_contained(html: str) -> None:
     document = _Document(html)
     ids = {attributes.get("id") for _, attributes in document.elements}
     images = [attributes for tag, attributes in document.elements if tag == "img"]
@@ -685,7 +695,10 @@ window.addEventListener("load", function () {
     not CHROMIUM.exists(), reason="chromium is not installed (/usr/bin/chromium); CI has none"
 )
 def test_report_renders_in_headless_chromium(full_data, full_report, tmp_path):
-    _, html = full_report
+    _assert_renders_in_chromium(full_report[1], figure_ids(full_data), tmp_path)
+
+
+def _assert_renders_in_chromium(html: str, expected_ids: list[str], tmp_path: Path) -> None:
     # A test-only copy: a canary image that must be reported broken, and the checking script.
     canary = '<img id="canary" alt="canary" src="data:image/png;base64,AAAA">'
     checked = html.replace("</body>", canary + _MARK_BROKEN_IMAGES + "</body>")
@@ -716,7 +729,296 @@ def test_report_renders_in_headless_chromium(full_data, full_report, tmp_path):
     assert body and body[0].get("data-checked") == "1", "the checking script did not run"
     images = {a["id"]: a for tag, a in document.elements if tag == "img"}
     assert images["canary"].get("data-broken") == "1"
-    for figure_id in figure_ids(full_data):
+    for figure_id in expected_ids:
         image = images[figure_id]
         assert image.get("data-broken") is None, figure_id
         assert int(image["data-natural-width"]) == int(image["width"]), figure_id
+
+
+# --------------------------------------------------------------------------------------------
+# across length scales: a nano-CT volume inside a micro-CT overview (issue 9, Sec. 3.5, Fig. 12)
+# --------------------------------------------------------------------------------------------
+
+_CROSS_IDS = ["fig-cross-scale-overlay", "fig-cross-scale-psd"]
+
+
+@pytest.fixture(scope="module")
+def cross_scale(tmp_path_factory):
+    """A real cross-scale part: a small twin pair (40³ + 40³ voxels), the size distributions of its
+    truth labels, a registration at a pose near the truth, and the overlay PNG of that pose."""
+    from corrtomo._shared import RigidTransform
+    from corrtomo.register import VolumeRegistration, corner_error, write_volume_overlay
+    from corrtomo.stats import cross_scale_psd
+    from corrtomo.synth import PAIR_PRESETS, make_scale_pair
+
+    base = PAIR_PRESETS["talc-micro-nano"]
+    preset = dataclasses.replace(
+        base,
+        name="report-small",
+        particles=dataclasses.replace(base.particles, esd_min_um=0.6, esd_max_um=4.0),
+        micro_shape=(40, 40, 40),
+        nano_shape=(40, 40, 40),
+        micro_ct=dataclasses.replace(base.micro_ct, method="image"),
+        nano_ct=dataclasses.replace(base.nano_ct, method="image"),
+        nano_supersample=1,
+    )
+    pair = make_scale_pair(preset, seed=21, scale_ratio=4.0, rotation_deg=20.0, tilt_deg=3.0)
+    yy, xx = np.indices(pair.nano_ct.shape[1:])
+    centre = (np.asarray(pair.nano_ct.shape[1:]) - 1) / 2
+    pillar = np.hypot(yy - centre[0], xx - centre[1]) <= pair.nano_pillar_radius_voxels
+    table = cross_scale_psd(
+        pair.nano_particles,
+        pair.micro_particles,
+        nano_spacing_um=pair.nano_voxel_size_um,
+        micro_spacing_um=pair.micro_voxel_size_um,
+        region_mask=pair.nano_region_mask(),
+        nano_mask=np.broadcast_to(pillar, pair.nano_ct.shape),
+    )
+    matrix = pair.transform.matrix.copy()
+    matrix[:3, 3] += (0.25, -0.5, 0.375)  # a found pose half a voxel off the truth
+    found = RigidTransform(matrix)
+    result = VolumeRegistration(
+        transform=found,
+        scale=found.scale,
+        score=0.8125,
+        runner_up=0.4375,
+        confident=True,
+        corners=found.corners(pair.nano_ct.shape),
+        moving_shape=pair.nano_ct.shape,
+        fixed_shape=pair.micro_ct.shape,
+        fixed_spacing_um=(pair.micro_voxel_size_um,) * 3,
+        moving_spacing_um=(pair.nano_voxel_size_um,) * 3,
+        field_of_view_radius=float(pair.nano_pillar_radius_voxels),
+    )
+    overlay = tmp_path_factory.mktemp("cross") / "overlay.png"
+    write_volume_overlay(overlay, pair.micro_ct, pair.nano_ct, result, truth=pair.transform)
+    return CrossScaleReport(
+        table=table,
+        registration=result.to_dict(),
+        overlay_png=overlay.read_bytes(),
+        pose_error_voxels=corner_error(found, pair.transform, pair.nano_ct.shape),
+    )
+
+
+@pytest.fixture(scope="module")
+def cross_data(full_data, cross_scale):
+    return dataclasses.replace(full_data, cross_scale=cross_scale)
+
+
+@pytest.fixture(scope="module")
+def cross_report(cross_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cross-report") / "report.html"
+    return write_report(path, cross_data).read_text(encoding="utf-8")
+
+
+def _light(data: ReportData, **changes) -> ReportData:
+    """`data` without its slowest optional parts, for tests that only look at one section."""
+    return dataclasses.replace(
+        data, sections=[], stereology=None, representativeness=None, **changes
+    )
+
+
+def _section_ids(html: str) -> list[str]:
+    return [a["id"] for tag, a in _Document(html).elements if tag == "section"]
+
+
+def test_cross_scale_is_the_last_field_of_report_data():
+    assert [f.name for f in dataclasses.fields(ReportData)][-2:] == [
+        "particle_model_figure",
+        "cross_scale",
+    ]
+    assert [f.name for f in dataclasses.fields(CrossScaleReport)] == [
+        "table",
+        "registration",
+        "overlay_png",
+        "pose_error_voxels",
+    ]
+
+
+def test_cross_scale_figures_and_section_only_when_given(full_data, full_report, cross_data):
+    ids = figure_ids(cross_data)
+    stereology = ids.index("fig-stereology")
+    assert ids == [*figure_ids(full_data)[: stereology + 1], *_CROSS_IDS]
+    assert not set(_CROSS_IDS) & set(figure_ids(full_data))
+    without_overlay = dataclasses.replace(
+        cross_data, cross_scale=dataclasses.replace(cross_data.cross_scale, overlay_png=None)
+    )
+    assert figure_ids(without_overlay)[-1:] == ["fig-cross-scale-psd"]
+    assert "fig-cross-scale-overlay" not in figure_ids(without_overlay)
+    # Without the part there is no trace of it.
+    html = full_report[1]
+    assert 'id="cross-scale"' not in html and "Across length scales" not in html
+    assert 'id="table-cross-scale' not in html and "cross-scale-warning" not in html
+    # With a model figure too, the cross-scale figures come before it.
+    model = _light(cross_data, particle_model_figure=cross_data.cross_scale.overlay_png)
+    assert figure_ids(model)[-3:] == [*_CROSS_IDS, "fig-particle-model"]
+    document = _Document(render_report(_light(without_overlay)))
+    found = [image["id"] for figure in document.figures for image in figure["images"]]
+    assert found[-1] == "fig-cross-scale-psd" and "fig-cross-scale-overlay" not in found
+
+
+def test_cross_scale_section_is_placed_and_listed(cross_data, cross_report):
+    document = _Document(cross_report)
+    sections = _section_ids(cross_report)
+    position = sections.index("cross-scale")
+    assert sections[position - 1] == "stereology" and sections[position + 1] == "accuracy"
+    links = [a["href"] for tag, a in document.elements if tag == "a"]
+    assert links.index("#cross-scale") == links.index("#stereology") + 1
+    assert links[links.index("#cross-scale") + 1] == "#accuracy"
+    found = [image["id"] for figure in document.figures for image in figure["images"]]
+    assert found == figure_ids(cross_data)
+    captions = {figure["id"]: figure["caption"] for figure in document.figures}
+    assert "cut-off" in captions["figure-fig-cross-scale-psd"]
+    assert "95 %" in captions["figure-fig-cross-scale-psd"]
+    # The overlay is the PNG given, byte for byte.
+    (overlay,) = [f for f in document.figures if f["id"] == "figure-fig-cross-scale-overlay"]
+    assert _decode_png(overlay["images"][0]["src"]) == cross_data.cross_scale.overlay_png
+    # What the coarser scale misses is said in words.
+    for words in ("merge", "fine particles", "shifted to larger sizes"):
+        assert words in cross_report
+    summary = cross_data.cross_scale.table.attrs["summary"]
+    assert f"the nano volume holds {summary['nano']['n_particles']:,} particles" in cross_report
+    assert "cross-scale-warning" not in cross_report
+
+
+def test_cross_scale_numbers_equal_the_source(cross_data, cross_report):
+    document = _Document(cross_report)
+    cross = cross_data.cross_scale
+    table = cross.table.reset_index(drop=True)
+    summary = table.attrs["summary"]
+    # summary table: one row per source, values from table.attrs["summary"]
+    rows = document.tables["table-cross-scale-summary"]
+    assert [key for key, _ in rows] == ["nano", "micro region", "micro pieces"]
+    for column in ("n_particles", "median_esd_um", "share_below_micro_cutoff"):
+        shown = document.column("table-cross-scale-summary", column)
+        for source in ("nano", "micro region", "micro pieces"):
+            assert _same(shown[source], summary[source][column]), (column, source)
+    cutoffs = document.column("table-cross-scale-summary", "cutoff_um")
+    assert _same(cutoffs["nano"], summary["nano_cutoff_um"])
+    assert _same(cutoffs["micro region"], summary["micro_cutoff_um"])
+    # the full table, collapsed, every number as given
+    assert 'id="table-cross-scale"' in cross_report
+    for column in table.columns:
+        shown = document.column("table-cross-scale", column)
+        assert len(shown) == len(table), column
+        for key, value in shown.items():
+            if column == "source":
+                assert value is None
+            else:
+                assert _same(value, table.at[int(key), column]), (column, key)
+    details = cross_report.index('<div class="scroll"><table id="table-cross-scale"')
+    assert cross_report.rfind("<details", 0, details) > cross_report.rfind("</details>", 0, details)
+    # the registration
+    registration = cross.registration
+    values = document.column("table-cross-scale-registration", "value")
+    for key in ("scale", "score", "runner_up", "tilt_deg", "field_of_view_radius_voxels"):
+        assert _same(values[key], registration[key]), key
+    assert values["confident"] == "true"
+    assert _same(values["pose_error_voxels"], cross.pose_error_voxels)
+    assert 0 < cross.pose_error_voxels < 1
+    assert float(values["voxel_size_ratio"]) == pytest.approx(4.0)
+    assert float(values["voxel_size_ratio"]) * registration["scale"] == pytest.approx(1.0)
+    assert _same(values["fixed_voxel_size_um"], registration["fixed_voxel_size_um"][0])
+    assert _same(values["moving_voxel_size_um"], registration["moving_voxel_size_um"][0])
+    text = {
+        key: cells[1]["text"] for key, cells in document.tables["table-cross-scale-registration"]
+    }
+    assert text["fixed_shape"] == "40 × 40 × 40" and text["confident"] == "yes"
+
+
+def test_cross_scale_match_that_is_not_confident_is_flagged(cross_data):
+    cross = cross_data.cross_scale
+    registration = {**cross.registration, "confident": False, "runner_up": None}
+    data = _light(
+        cross_data,
+        cross_scale=dataclasses.replace(cross, registration=registration, pose_error_voxels=None),
+    )
+    html = render_report(data)
+    document = _Document(html)
+    warnings = [a for tag, a in document.elements if a.get("id") == "cross-scale-warning"]
+    assert len(warnings) == 1 and "callout" in warnings[0]["class"]
+    assert "not confident" in html
+    cells = {key: cells[1] for key, cells in document.tables["table-cross-scale-registration"]}
+    assert cells["confident"]["text"] == "NO" and cells["confident"]["data-value"] == "false"
+    assert cells["runner_up"]["text"] == "–" and cells["runner_up"].get("data-value") is None
+    assert "pose_error_voxels" not in cells
+    captions = {figure["id"]: figure["caption"] for figure in document.figures}
+    assert "not a confident match" in captions["figure-fig-cross-scale-overlay"]
+
+
+def test_cross_scale_overlay_from_a_file_and_a_table_without_summary(cross_data, tmp_path):
+    cross = cross_data.cross_scale
+    overlay = tmp_path / "overlay.png"
+    overlay.write_bytes(cross.overlay_png)
+    bare = cross.table.copy()
+    bare.attrs = {}
+    data = _light(
+        cross_data, cross_scale=dataclasses.replace(cross, table=bare, overlay_png=overlay)
+    )
+    document = _Document(render_report(data))
+    (figure,) = [f for f in document.figures if f["id"] == "figure-fig-cross-scale-overlay"]
+    assert _decode_png(figure["images"][0]["src"]) == cross.overlay_png
+    counts = document.column("table-cross-scale-summary", "n_particles")
+    nano = bare[bare["source"] == "nano"]["n_particles"].sum()
+    assert _same(counts["nano"], nano)
+    assert document.column("table-cross-scale-summary", "median_esd_um")["nano"] is None
+
+
+def test_cross_scale_figure_is_drawn_without_pyplot(cross_data):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from corrtomo.report._figures_charts import cross_scale_figure
+
+    before = plt.get_fignums()
+    figure = cross_scale_figure(cross_data.cross_scale.table)
+    assert isinstance(figure, Figure) and plt.get_fignums() == before
+    (ax,) = figure.axes
+    assert ax.get_xscale() == "log"
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    summary = cross_data.cross_scale.table.attrs["summary"]
+    assert sorted(line.get_xdata()[0] for line in dashed) == [
+        summary["nano_cutoff_um"],
+        summary["micro_cutoff_um"],
+    ]
+    assert len(ax.collections) == 1  # the pieces' band
+    empty = cross_scale_figure(cross_data.cross_scale.table.iloc[:0])
+    assert isinstance(empty, Figure)
+
+
+def test_cross_scale_bad_input_gives_one_line_errors(cross_data, tmp_path):
+    cross = cross_data.cross_scale
+    bad_parts = [
+        (cross.table.drop(columns=["density_per_1000um3", "cutoff_um"]), "lacks column"),
+        (np.zeros((3, 3)), "must be a DataFrame"),
+    ]
+    for table, words in bad_parts:
+        data = _light(cross_data, cross_scale=dataclasses.replace(cross, table=table))
+        with pytest.raises(InputError, match=f"^cross_scale: .*{words}") as caught:
+            render_report(data)
+        assert "\n" not in str(caught.value)
+    for changes, words in (
+        ({"registration": [1, 2]}, "registration must be a dict"),
+        ({"registration": {"scale": 0.25}}, "lacks key"),
+        ({"overlay_png": b"not a png"}, "not a PNG"),
+        ({"overlay_png": tmp_path / "missing.png"}, "no such file"),
+        ({"overlay_png": 3}, "overlay_png must be"),
+        ({"pose_error_voxels": "small"}, "pose_error_voxels"),
+    ):
+        data = _light(cross_data, cross_scale=dataclasses.replace(cross, **changes))
+        with pytest.raises(InputError, match=f"^cross_scale: .*{words}"):
+            render_report(data)
+    with pytest.raises(InputError, match=r"^cross_scale: expected a CrossScaleReport"):
+        render_report(_light(cross_data, cross_scale={"table": cross.table}))
+
+
+def test_cross_scale_report_is_self_contained_and_modest(cross_report):
+    _assert_self_contained(cross_report)
+    assert len(cross_report.encode("utf-8")) < 3_000_000
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="chromium is not installed (/usr/bin/chromium); CI has none"
+)
+def test_cross_scale_report_renders_in_headless_chromium(cross_data, cross_report, tmp_path):
+    _assert_renders_in_chromium(cross_report, figure_ids(cross_data), tmp_path)

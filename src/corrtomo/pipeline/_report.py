@@ -84,6 +84,19 @@ def build_report(context, path: Path) -> Path:
         ))
     analysis = run_dir / "analysis"
     summary = json.loads((analysis / "summary.json").read_text())
+    cross_scale = None
+    if (run_dir / "overview" / "manifest.json").exists() and config.overview is not None:
+        from ..report import CrossScaleReport
+
+        folder = run_dir / "overview"
+        table = pd.read_parquet(folder / "cross_scale.parquet")
+        table.attrs["summary"] = json.loads((folder / "cross_scale_summary.json").read_text())
+        cross_scale = CrossScaleReport(
+            table=table,
+            registration=json.loads((folder / "transform.json").read_text()),
+            overlay_png=folder / "overlay.png",
+            pose_error_voxels=None if accuracy is None else accuracy.get("overview_corner_error_voxels"),
+        )
     data = ReportData(
         title=config.name,
         library=context.library,
@@ -99,6 +112,7 @@ def build_report(context, path: Path) -> Path:
         stereology=pd.read_csv(analysis / "stereology.csv"),
         representativeness=pd.read_csv(analysis / "representativeness.csv"),
         accuracy=accuracy,
+        cross_scale=cross_scale,
         provenance={
             "config": yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False),
             "versions": _versions(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,50 @@ class ReportSection:
     bse: np.ndarray | None = None
     ct_plane: np.ndarray | None = None
     score: float | None = None
+    pose_error_voxels: float | None = None
+
+
+#: Columns of :func:`corrtomo.stats.cross_scale_psd` that the report reads.
+CROSS_SCALE_COLUMNS = (
+    "source",
+    "esd_min_um",
+    "esd_max_um",
+    "n_particles",
+    "volume_um3",
+    "density_per_1000um3",
+    "ci_low",
+    "ci_high",
+    "cutoff_um",
+    "below_cutoff",
+)
+#: Keys of a volume registration (``VolumeRegistration.to_dict()``) the report cannot do without.
+CROSS_SCALE_REGISTRATION_KEYS = ("scale", "score", "confident")
+
+
+@dataclass
+class CrossScaleReport:
+    """A high-resolution (nano-CT) volume located inside a low-resolution (micro-CT) overview, and
+    the particle size distributions of both (seed paper Sec. 3.5, Fig. 12).
+
+    Attributes
+    ----------
+    table : DataFrame
+        :func:`corrtomo.stats.cross_scale_psd` output: one row per (``source``, ESD interval) with
+        ``source`` in {``nano``, ``micro region``, ``micro pieces``}; ``table.attrs["summary"]``
+        holds the per-source particle count, median ESD and share below the micro cut-off.
+    registration : dict
+        :meth:`corrtomo.register.VolumeRegistration.to_dict` output (``scale``, ``tilt_deg``,
+        ``score``, ``runner_up``, ``confident``, voxel sizes and shapes...).
+    overlay_png : bytes or path of a PNG file, optional
+        :func:`corrtomo.register.write_volume_overlay` output.
+    pose_error_voxels : float, optional
+        Digital twin only: largest corner error of the found pose against the truth, in overview
+        (micro) voxels.
+    """
+
+    table: pd.DataFrame
+    registration: dict
+    overlay_png: bytes | os.PathLike | None = None
     pose_error_voxels: float | None = None
 
 
@@ -84,6 +129,8 @@ class ReportData:
         peak_memory_mb, skipped}], optionally ``created`` (time stamp) and any other key.
     particle_model_figure : matplotlib Figure, path of a PNG file or PNG bytes, optional
         The copula pair plot (:func:`corrtomo.stats.pair_plot` writes a PNG file).
+    cross_scale : CrossScaleReport, optional
+        A nano-CT volume located in this micro-CT overview and the size distributions of both.
     """
 
     title: str
@@ -102,6 +149,7 @@ class ReportData:
     accuracy: dict | None = None
     provenance: dict = field(default_factory=dict)
     particle_model_figure: Any = None
+    cross_scale: CrossScaleReport | None = None
 
 
 def _shape_of(array: Any, name: str) -> tuple[int, ...]:
@@ -161,6 +209,8 @@ def check_report_data(data: ReportData) -> np.ndarray:
     for section in data.sections:
         _check_section(section)
     _check_model_figure(data.particle_model_figure)
+    if data.cross_scale is not None:
+        _check_cross_scale(data.cross_scale)
     return spacing
 
 
@@ -193,21 +243,79 @@ def _check_section(section: ReportSection) -> None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _check_model_figure(figure: Any) -> None:
-    if figure is None or hasattr(figure, "savefig"):
-        return
-    if isinstance(figure, bytes | bytearray):
-        if not bytes(figure[:8]) == _PNG_SIGNATURE:
-            raise InputError("bytes given are not a PNG image", source="particle_model_figure")
-        return
-    if isinstance(figure, str | os.PathLike):
-        if not os.path.isfile(figure):
-            raise InputError("no such file", source=os.fspath(figure))
-        with open(figure, "rb") as handle:
+def _check_png(image: Any, name: str) -> bool:
+    """True if `image` is PNG bytes or the path of a PNG file; raise if it is bytes or a path
+    that is not; False for anything else."""
+    if isinstance(image, bytes | bytearray):
+        if not bytes(image[:8]) == _PNG_SIGNATURE:
+            raise InputError("bytes given are not a PNG image", source=name)
+        return True
+    if isinstance(image, str | os.PathLike):
+        if not os.path.isfile(image):
+            raise InputError("no such file", source=os.fspath(image))
+        with open(image, "rb") as handle:
             if handle.read(8) != _PNG_SIGNATURE:
-                raise InputError("is not a PNG image", source=os.fspath(figure))
+                raise InputError("is not a PNG image", source=os.fspath(image))
+        return True
+    return False
+
+
+def _check_model_figure(figure: Any) -> None:
+    if figure is None or hasattr(figure, "savefig") or _check_png(figure, "particle_model_figure"):
         return
     raise InputError(
         f"expected a matplotlib Figure, a PNG file or PNG bytes, got {type(figure).__name__}",
         source="particle_model_figure",
     )
+
+
+def _check_cross_scale(cross: Any) -> None:
+    source = "cross_scale"
+    if not isinstance(cross, CrossScaleReport):
+        raise InputError(f"expected a CrossScaleReport, got {type(cross).__name__}", source=source)
+    table = cross.table
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(
+            f"the table must be a DataFrame (cross_scale_psd output), got {type(table).__name__}",
+            source=source,
+        )
+    missing = [c for c in CROSS_SCALE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"the table lacks column(s) {', '.join(missing)}; expected cross_scale_psd output",
+            source=source,
+        )
+    summary = table.attrs.get("summary")
+    if summary is not None and not isinstance(summary, dict):
+        raise InputError(
+            f"table.attrs['summary'] must be a dict, got {type(summary).__name__}", source=source
+        )
+    registration = cross.registration
+    if not isinstance(registration, dict):
+        raise InputError(
+            "the registration must be a dict (VolumeRegistration.to_dict()), "
+            f"got {type(registration).__name__}",
+            source=source,
+        )
+    missing = [k for k in CROSS_SCALE_REGISTRATION_KEYS if k not in registration]
+    if missing:
+        raise InputError(
+            f"the registration lacks key(s) {', '.join(missing)}; "
+            "expected VolumeRegistration.to_dict() output",
+            source=source,
+        )
+    try:
+        is_png = cross.overlay_png is None or _check_png(cross.overlay_png, "overlay_png")
+    except InputError as error:
+        raise InputError(str(error), source=source) from None
+    if not is_png:
+        raise InputError(
+            f"overlay_png must be PNG bytes or a PNG file, got {type(cross.overlay_png).__name__}",
+            source=source,
+        )
+    error = cross.pose_error_voxels
+    if error is not None and (isinstance(error, bool) or not isinstance(error, numbers.Real)):
+        raise InputError(
+            f"pose_error_voxels must be a number or None, got {type(error).__name__}",
+            source=source,
+        )

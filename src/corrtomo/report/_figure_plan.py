@@ -209,6 +209,40 @@ def _draw_particle_model(context: ReportContext) -> tuple[Any, str, str]:
     return png, "Pair plot of measured and simulated particle descriptors", caption
 
 
+def _draw_cross_scale_overlay(context: ReportContext) -> tuple[Any, str, str]:
+    cross = context.data.cross_scale
+    assert cross is not None
+    source = cross.overlay_png
+    png = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+    registration = cross.registration
+    caption = (
+        "Where the nano-CT volume lies in the micro-CT overview. Top: overview slices through the "
+        "nano volume's centre with its box at the found pose (cyan; the truth in yellow for a "
+        "digital twin). Bottom: central planes of the nano volume, the overview resampled on them "
+        "through the found transform, and a red/green composite in which matching structure is "
+        f"yellow. Score {float(registration['score']):.3f}"
+        + ("." if registration.get("confident") else ", not a confident match.")
+    )
+    return png, "The nano-CT volume registered inside the micro-CT overview", caption
+
+
+def _draw_cross_scale_psd(context: ReportContext) -> tuple[Any, str, str]:
+    cross = context.data.cross_scale
+    assert cross is not None
+    caption = (
+        "Particle number density per ESD interval (per 1000 µm³ of each view, log ESD axis): the "
+        "nano-CT volume, the particles of the micro-CT overview in the same region, and the mean "
+        "over nano-sized pieces of the whole overview with its 95 % Student-t interval (grey "
+        "band). Dashed: the resolution cut-off (twice the resolution) of each scan; intervals "
+        "left of a scan's cut-off are not resolved by it."
+    )
+    return (
+        charts.cross_scale_figure(cross.table),
+        "Particle number density against ESD for the nano volume and the micro overview",
+        caption,
+    )
+
+
 def _figure_plan(data: ReportData) -> list[tuple[str, _Drawing]]:
     """The figures of a report, in document order, as (id, drawing)."""
     plan: list[tuple[str, _Drawing]] = [
@@ -227,6 +261,10 @@ def _figure_plan(data: ReportData) -> list[tuple[str, _Drawing]]:
     plan.append(("fig-liberation-spectrum", _draw_spectrum))
     if data.stereology is not None:
         plan.append(("fig-stereology", _draw_stereology))
+    if data.cross_scale is not None:
+        if data.cross_scale.overlay_png is not None:
+            plan.append(("fig-cross-scale-overlay", _draw_cross_scale_overlay))
+        plan.append(("fig-cross-scale-psd", _draw_cross_scale_psd))
     if data.particle_model_figure is not None:
         plan.append(("fig-particle-model", _draw_particle_model))
     return plan
@@ -238,8 +276,9 @@ def figure_ids(data: ReportData) -> list[str]:
     Always ``fig-slices-phases``, ``fig-slices-particles``, ``fig-section-<k>`` for k = 1..number
     of sections, ``fig-phase-fractions``, ``fig-size-distribution``, ``fig-liberation-by-size``,
     ``fig-grain-particle-volume`` and ``fig-liberation-spectrum``; ``fig-representativeness``,
-    ``fig-stereology`` and ``fig-particle-model`` when those parts are given. Each is the id of
-    an ``<img>`` inside a ``<figure id="figure-<id>">``.
+    ``fig-stereology``, ``fig-cross-scale-overlay`` (a cross-scale part with an overlay image),
+    ``fig-cross-scale-psd`` (any cross-scale part) and ``fig-particle-model`` when those parts
+    are given. Each is the id of an ``<img>`` inside a ``<figure id="figure-<id>">``.
     """
     return [figure_id for figure_id, _ in _figure_plan(data)]
 

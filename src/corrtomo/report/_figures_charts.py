@@ -548,3 +548,83 @@ def stereology_figure(table: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
 def _first(frame: pd.DataFrame, phase: str, column: str) -> float:
     values = frame.loc[frame["phase"] == phase, column].to_numpy(dtype=np.float64)
     return float(values[0]) if values.size else np.nan
+
+
+# --------------------------------------------------------------------------------------------
+# across length scales (Sec. 3.5, Fig. 12)
+# --------------------------------------------------------------------------------------------
+
+#: Colours of the sources of :func:`corrtomo.stats.cross_scale_psd`.
+CROSS_SCALE_COLORS = {"nano": "#1f77b4", "micro region": "#d62728", "micro pieces": "#7b2d8e"}
+_CROSS_SCALE_FALLBACK = ("#2ca02c", "#ff7f0e", "#8c564b", "#17becf")
+
+
+def cross_scale_colors(sources: Sequence[str]) -> dict[str, str]:
+    """Colour of every source: the fixed ones for nano / micro region / micro pieces."""
+    extra = [s for s in sources if s not in CROSS_SCALE_COLORS]
+    colors = dict(CROSS_SCALE_COLORS)
+    for k, source in enumerate(extra):
+        colors[source] = _CROSS_SCALE_FALLBACK[k % len(_CROSS_SCALE_FALLBACK)]
+    return colors
+
+
+def cross_scale_figure(table: pd.DataFrame) -> Figure:
+    """Number density per ESD interval (log ESD axis) of every source, the 95 % interval over the
+    micro pieces (grey band) and each source's resolution cut-off (dashed), cf. Fig. 12."""
+    figure = Figure(figsize=(8.0, 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    if table.empty:
+        message_axes(ax, "no size interval")
+        return figure
+    sources = [str(s) for s in dict.fromkeys(table["source"])]
+    colors = cross_scale_colors(sources)
+    all_centres = class_centres(table["esd_min_um"], table["esd_max_um"])
+    cutoffs: dict[float, list[str]] = {}
+    for source in sources:
+        rows = table[table["source"].astype(str) == source]
+        centre = class_centres(rows["esd_min_um"], rows["esd_max_um"])
+        density = rows["density_per_1000um3"].to_numpy(dtype=np.float64)
+        low = rows["ci_low"].to_numpy(dtype=np.float64)
+        high = rows["ci_high"].to_numpy(dtype=np.float64)
+        band = np.isfinite(low) & np.isfinite(high)
+        if band.any():
+            ax.fill_between(
+                centre[band],
+                np.clip(low[band], 0.0, None),
+                high[band],
+                color="0.6",
+                alpha=0.35,
+                linewidth=0,
+                label=f"{source}: 95 % interval",
+            )
+        ax.plot(
+            centre,
+            density,
+            marker="o",
+            markersize=3.5,
+            linewidth=1.5,
+            color=colors[source],
+            label=source,
+        )
+        cut = rows["cutoff_um"].to_numpy(dtype=np.float64)
+        if cut.size and np.isfinite(cut[0]) and cut[0] > 0:
+            cutoffs.setdefault(float(cut[0]), []).append(source)
+    for cut, named in cutoffs.items():
+        ax.axvline(
+            cut,
+            color=colors[named[0]],
+            linestyle="--",
+            linewidth=1.2,
+            label=f"cut-off {', '.join(named)} ({cut:.3g} µm)",
+        )
+    if _log_axis_usable(all_centres):
+        ax.set_xscale("log")
+        plain_log_ticks(ax)
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("equivalent spherical diameter (µm)", fontsize=9)
+    ax.set_ylabel("particles per 1000 µm³", fontsize=9)
+    ax.set_title("particle number density per ESD interval", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure

@@ -58,6 +58,8 @@ def _contents(figures: dict, has_accuracy: bool) -> list[tuple[str, str]]:
     contents.append(("spectra", "Liberation spectra"))
     if "fig-stereology" in figures:
         contents.append(("stereology", "2D versus 3D liberation"))
+    if "fig-cross-scale-psd" in figures:
+        contents.append(("cross-scale", "Across length scales"))
     if "fig-particle-model" in figures:
         contents.append(("particle-model", "Particle model"))
     if has_accuracy:
@@ -108,6 +110,9 @@ def render_report(data: ReportData) -> str:
         "representativeness_table": tables.representativeness_table(context),
         "spectrum_table": tables.spectrum_table(context),
         "stereology_table": tables.stereology_table(context),
+        "cross_scale_registration_table": tables.cross_scale_registration_table(context),
+        "cross_scale_summary_table": tables.cross_scale_summary_table(context),
+        "cross_scale_table": tables.cross_scale_table(context),
         "accuracy_tables": tables.accuracy_tables(context),
         **tables.provenance_tables(context),
     }
@@ -127,6 +132,7 @@ def render_report(data: ReportData) -> str:
         figures=figures,
         section_figures=[figures[f"fig-section-{k + 1}"] for k in range(len(data.sections))],
         config_text=str(data.provenance.get("config") or ""),
+        cross_scale=tables.cross_scale_text(context),
         **shown,
     )
 
@@ -161,8 +167,9 @@ def write_report(path: str | os.PathLike, data: ReportData) -> Path:
     overlays; each SEM section (BSE, mineral map, registration overlay); phase volume fractions;
     ESD distributions by dominant phase (Fig. 9 of the seed paper); liberation degree by size with
     confidence intervals (Fig. 10); grain over particle volume (Fig. 11); representativeness
-    (Fig. 12, if given); liberation spectra; 2D versus 3D liberation (if given); the particle model
-    (if given); accuracy against the truth (digital twin, if given); provenance. Only the three
+    (Fig. 12, if given); liberation spectra; 2D versus 3D liberation (if given); across length
+    scales: a nano-CT volume registered in this overview and the size distributions of both
+    (Sec. 3.5 and Fig. 12, if given); the particle model (if given); accuracy against the truth (digital twin, if given); provenance. Only the three
     central planes of the volumes are read. :func:`figure_ids` lists the figures.
 
     References

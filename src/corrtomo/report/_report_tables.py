@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import _figures_charts as charts
 from ._context import ReportContext
+from ._data import CROSS_SCALE_COLUMNS
 from ._tables import Cell, Row, Table, frame_table, key_value_table, mapping_table, value_cell
 
 _SUBSCRIPT_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -363,3 +367,229 @@ def stereology_table(context: ReportContext) -> Table | None:
         collapsed=len(table) > 12,
         colors=context.colors,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# across length scales
+# --------------------------------------------------------------------------------------------
+
+
+def _first_number(value: Any) -> float | None:
+    """The one number of an isotropic voxel size given as a number or a (3,) list; None if the
+    size is missing or anisotropic."""
+    if value is None:
+        return None
+    values = np.asarray(value, dtype=np.float64).reshape(-1)
+    if values.size == 0 or not np.all(values == values[0]):
+        return None
+    return float(values[0])
+
+
+def _voxel_size_item(key: str, label: str, value: Any) -> tuple[str, str, Any, str]:
+    number = _first_number(value) if value is not None else None
+    if number is not None:
+        return key, label, number, "sig4"
+    if value is None:
+        return key, label, None, "sig4"
+    return key, label, " × ".join(f"{v:.4g}" for v in np.asarray(value, float).ravel()), "text"
+
+
+def cross_scale_registration_table(context: ReportContext) -> Table | None:
+    """Where the nano volume lies in the overview: the numbers of the volume registration."""
+    cross = context.data.cross_scale
+    if cross is None:
+        return None
+    registration = cross.registration
+    fixed_size = registration.get("fixed_voxel_size_um")
+    moving_size = registration.get("moving_voxel_size_um")
+    fixed_one, moving_one = _first_number(fixed_size), _first_number(moving_size)
+    ratio = fixed_one / moving_one if fixed_one and moving_one else None
+    confident = bool(registration["confident"])
+    items: list[tuple[str, str, Any, str]] = [
+        ("confident", "Confident match", confident, "bool"),
+        ("score", "Score (masked NCC at the found pose)", registration["score"], "fixed3"),
+        (
+            "runner_up",
+            "Best score elsewhere (runner-up)",
+            registration.get("runner_up"),
+            "fixed3",
+        ),
+        ("scale", "Scale (nano voxel edge in micro voxels)", registration["scale"], "sig4"),
+        ("voxel_size_ratio", "Voxel-size ratio (micro / nano)", ratio, "sig4"),
+    ]
+    if "tilt_deg" in registration:
+        items.append(
+            ("tilt_deg", "Tilt of the nano z axis (°)", registration["tilt_deg"], "fixed2")
+        )
+    items.append(_voxel_size_item("fixed_voxel_size_um", "Micro voxel size (µm)", fixed_size))
+    items.append(_voxel_size_item("moving_voxel_size_um", "Nano voxel size (µm)", moving_size))
+    for key, label in (
+        ("fixed_shape", "Micro volume (z × y × x voxels)"),
+        ("moving_shape", "Nano volume (z × y × x voxels)"),
+    ):
+        if registration.get(key) is not None:
+            shape = " × ".join(str(int(n)) for n in registration[key])
+            items.append((key, label, shape, "text"))
+    if "field_of_view_radius_voxels" in registration:
+        items.append(
+            (
+                "field_of_view_radius_voxels",
+                "Pillar radius (nano voxels; none: whole box compared)",
+                registration["field_of_view_radius_voxels"],
+                "sig4",
+            )
+        )
+    if registration.get("method"):
+        items.append(("method", "Method", str(registration["method"]), "text"))
+    if cross.pose_error_voxels is not None:
+        items.append(
+            (
+                "pose_error_voxels",
+                "Pose error against the truth (micro voxels, worst corner)",
+                cross.pose_error_voxels,
+                "fixed2",
+            )
+        )
+    table = key_value_table(
+        items,
+        table_id="table-cross-scale-registration",
+        caption="Registration of the nano-CT volume inside the micro-CT overview.",
+        note=(
+            "The scale times the voxel-size ratio is 1 when both voxel sizes are right. A match "
+            "is confident when its score is high enough and clearly beats the best pose elsewhere."
+        ),
+    )
+    if confident:
+        return table
+    rows = [
+        Row(row.key, [row.cells[0], Cell("NO", "false", "value")])
+        if row.key == "confident"
+        else row
+        for row in table.rows
+    ]
+    return dataclasses.replace(table, rows=rows)
+
+
+def _cross_scale_rows(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    return table[table["source"].astype(str) == source]
+
+
+def cross_scale_summary_table(context: ReportContext) -> Table | None:
+    """Per source: particles, median ESD, share below the micro cut-off (the summary given)."""
+    cross = context.data.cross_scale
+    if cross is None:
+        return None
+    table = cross.table
+    summary = table.attrs.get("summary") or {}
+    sources = [str(s) for s in dict.fromkeys(table["source"])]
+    colors = charts.cross_scale_colors(sources)
+    rows = []
+    for source in sources:
+        given = summary.get(source) if isinstance(summary.get(source), dict) else None
+        cut = _cross_scale_rows(table, source)["cutoff_um"]
+        if given is None:
+            given = {"n_particles": _cross_scale_rows(table, source)["n_particles"].sum()}
+        rows.append(
+            Row(
+                source,
+                [
+                    Cell(source, column="source", swatch=colors[source]),
+                    value_cell(given.get("n_particles"), "int", column="n_particles"),
+                    value_cell(given.get("median_esd_um"), "sig4", column="median_esd_um"),
+                    value_cell(
+                        given.get("share_below_micro_cutoff"),
+                        "percent1",
+                        column="share_below_micro_cutoff",
+                    ),
+                    value_cell(cut.iloc[0] if len(cut) else None, "sig4", column="cutoff_um"),
+                ],
+            )
+        )
+    notes = [
+        "micro pieces: all particles of the overview (counted once each); its densities in the "
+        "figure are means over nano-sized pieces"
+    ]
+    if isinstance(summary.get("n_pieces"), int | np.integer):
+        notes[0] += f" ({int(summary['n_pieces']):,} pieces)"
+    if not summary:
+        notes.append(
+            "no per-source summary was given (table.attrs['summary']), so particles are the sums "
+            "of the interval counts and the median ESD and the share below the cut-off are unknown"
+        )
+    micro_cut = summary.get("micro_cutoff_um")
+    below = "Below the micro cut-off"
+    if isinstance(micro_cut, int | float) and math.isfinite(micro_cut):
+        below += f" ({float(micro_cut):.3g} µm)"
+    headers = ["Source", "Particles", "Median ESD (µm)", below, "Cut-off of the scan (µm)"]
+    return Table(
+        "table-cross-scale-summary",
+        "Particles of each view: count, median ESD and share of particles smaller than the "
+        "micro-CT resolution cut-off.",
+        headers,
+        rows,
+        note="; ".join(notes) + ".",
+    )
+
+
+def cross_scale_table(context: ReportContext) -> Table | None:
+    """The cross-scale size distributions, as given (collapsed)."""
+    cross = context.data.cross_scale
+    if cross is None:
+        return None
+    table = cross.table.reset_index(drop=True)
+    return frame_table(
+        table,
+        table_id="table-cross-scale",
+        caption="Particle number density per ESD interval and source (cross_scale_psd).",
+        columns=[*CROSS_SCALE_COLUMNS, *(c for c in table.columns if c not in CROSS_SCALE_COLUMNS)],
+        collapsed=True,
+    )
+
+
+def cross_scale_text(context: ReportContext) -> dict[str, Any] | None:
+    """What the template writes around the cross-scale tables: the warning for a match that is
+    not confident and a sentence with the numbers of the comparison."""
+    cross = context.data.cross_scale
+    if cross is None:
+        return None
+    registration = cross.registration
+    confident = bool(registration["confident"])
+    warning = None
+    if not confident:
+        runner_up = registration.get("runner_up")
+        versus = (
+            f" against {float(runner_up):.3f} elsewhere"
+            if isinstance(runner_up, int | float) and math.isfinite(runner_up)
+            else ""
+        )
+        warning = (
+            "The registration is not confident (score "
+            f"{float(registration['score']):.3f}{versus}): the nano volume may be placed at the "
+            "wrong position, so the micro-CT region compared with it below may show another part "
+            "of the sample. Check the overlay before trusting the comparison."
+        )
+    summary = cross.table.attrs.get("summary") or {}
+    nano, region = summary.get("nano"), summary.get("micro region")
+    finding = None
+    if isinstance(nano, dict) and isinstance(region, dict):
+        micro_cut = summary.get("micro_cutoff_um")
+
+        def described(part: dict, unit: str) -> str:
+            text = f"{int(part['n_particles']):,}{unit}"
+            median = part.get("median_esd_um")
+            if isinstance(median, int | float) and math.isfinite(median):
+                text += f" (median ESD {float(median):.3g} µm)"
+            return text
+
+        parts = [
+            f"Here the nano volume holds {described(nano, ' particles')} and the same region of "
+            f"the overview {described(region, '')}"
+        ]
+        share = nano.get("share_below_micro_cutoff")
+        if isinstance(share, int | float) and math.isfinite(share) and micro_cut is not None:
+            parts.append(
+                f"{100.0 * share:.1f} % of the nano particles are smaller than the micro-CT "
+                f"cut-off of {float(micro_cut):.3g} µm"
+            )
+        finding = "; ".join(parts) + "."
+    return {"confident": confident, "warning": warning, "finding": finding}

@@ -5,7 +5,6 @@ Axes are (z, y, x) = (plane, row, column); every size is in micrometres.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -104,6 +103,74 @@ def _plane_profile(image: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(plane, sigma=1.0, mode="nearest")
 
 
+def _largest_filled(plane: np.ndarray, threshold: float) -> np.ndarray | None:
+    """The largest 4-connected component of ``plane > threshold`` with its holes filled."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(plane > threshold)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+
+
+def _candidate_thresholds(plane: np.ndarray, depth: int = 4) -> list[float]:
+    """First thresholds of the plane, lowest first: an Otsu cascade.
+
+    Otsu's threshold of the plane, then Otsu's threshold of the values below it, and so on
+    (`depth` levels): the plane holds up to three levels (air, matrix, particle-rich columns)
+    in unknown proportions, and one of the cascade's thresholds falls between air and matrix.
+    """
+    from skimage.filters import threshold_otsu
+
+    thresholds: list[float] = []
+    values = plane.ravel()
+    for _ in range(depth):
+        if values.size < 64 or not np.ptp(values) > 0:
+            break
+        threshold = float(threshold_otsu(values))
+        thresholds.append(threshold)
+        values = values[values <= threshold]
+    return sorted(set(thresholds))
+
+
+def _fit_disk(plane: np.ndarray, disk: np.ndarray, max_iterations: int = 5):
+    """Refine a first sample region to the air/matrix half-way edge.
+
+    Returns the region, its centroid and radius, or ``None``.
+    """
+    yy, xx = np.indices(plane.shape)
+    for _ in range(max_iterations):
+        area = float(disk.sum())
+        if area < 16 or area > 0.95 * plane.size:
+            return None
+        cy, cx = (float(v) for v in np.argwhere(disk).mean(axis=0))
+        radius = math.sqrt(area / math.pi)
+        distance = np.hypot(yy - cy, xx - cx)
+        outside = plane[distance > radius + 3.0]
+        inside = plane[distance < 0.8 * radius]
+        if outside.size < 8 or inside.size < 8:
+            return None
+        # air: the median beyond the edge; sample: the lower quartile inside, i.e. the matrix
+        # level even where particles fill most of some columns
+        air = float(np.median(outside))
+        matrix = float(np.percentile(inside, 25))
+        if not matrix > air:
+            return None
+        refined = _largest_filled(plane, 0.5 * (air + matrix))
+        if refined is None:
+            return None
+        if np.array_equal(refined, disk):
+            break
+        disk = refined
+    area = float(disk.sum())
+    if area < 16 or area > 0.95 * plane.size:
+        return None
+    cy, cx = (float(v) for v in np.argwhere(disk).mean(axis=0))
+    return disk, (cy, cx), math.sqrt(area / math.pi)
+
+
 def detect_pillar(image: np.ndarray, *, spacing=None, min_contrast: float = 4.0) -> Pillar | None:
     """Find a cylindrical field of view along z from the air/sample contrast.
 
@@ -126,18 +193,21 @@ def detect_pillar(image: np.ndarray, *, spacing=None, min_contrast: float = 4.0)
     Notes
     -----
     The image is reduced to its median along z, :math:`\\tilde I(y, x) = \\mathrm{med}_z I(z, y, x)`,
-    which is the matrix level inside the pillar (particles fill less than half of a column) and
-    the air level outside, with the noise cut by about :math:`\\sqrt{P}`. The plane is thresholded half-way between
-    the medians of the two Otsu classes, the largest component is taken and its holes filled; the
-    centre is its centroid and the radius :math:`R = \\sqrt{A/\\pi}` from its area :math:`A`
-    (a half-way threshold makes partial-volume edge pixels count for their share on average).
-    A pillar is reported only when that disk is round (at least 97 % of the disk of radius R
-    around the centroid is covered and at most 3 % of the component lies outside it), leaves
-    air at the border of the plane, and is brighter than the air by `min_contrast` noise units.
+    which is the matrix level inside the pillar where particles fill less than half of a column,
+    brighter where they fill more (large particles, short volumes), and the air level outside,
+    with the noise cut by about :math:`\\sqrt{P}`. The plane thus holds up to three levels (air,
+    matrix, particle-rich columns); the pillar is the region above the lowest. First regions are
+    taken at the thresholds of an Otsu cascade (Otsu's threshold, then Otsu's threshold of the
+    values below it, and so on), lowest first, and each is refined: from its centroid and radius
+    :math:`R = \\sqrt{A/\\pi}` (area :math:`A`), the air level is the median beyond :math:`R + 3`
+    and the matrix level the lower quartile within :math:`0.8 R` (robust to particle-rich
+    columns); the plane is thresholded half-way between them (partial-volume edge pixels then
+    count for their share on average), the largest component taken and its holes filled, until
+    the region no longer changes. Lowest first, because a bright particle column can itself look
+    like a small pillar. The first refined region that is a pillar is reported: round (at least 97 % of the disk of radius R around the
+    centroid is covered and at most 3 % of the region lies outside it), with air at the border
+    of the plane, and brighter than the air by `min_contrast` noise units.
     """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
     image = _check_image(image)
     spacing = normalize_spacing(spacing, 3)
     if not math.isclose(spacing[1], spacing[2], rel_tol=1e-6):
@@ -145,54 +215,31 @@ def detect_pillar(image: np.ndarray, *, spacing=None, min_contrast: float = 4.0)
     plane = _plane_profile(image, spacing)
     if not np.ptp(plane) > 0:
         return None
-    def largest_filled(threshold: float) -> np.ndarray | None:
-        labels, n = ndimage.label(plane > threshold)
-        if n == 0:
-            return None
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
-
-    otsu = threshold_otsu(plane)
-    disk = largest_filled(otsu)
-    if disk is None or disk.sum() < 16:
-        return None
-    # refine the levels from ring medians around the first centre: robust to particle-rich columns
-    cy, cx = np.argwhere(disk).mean(axis=0)
-    yy, xx = np.indices(plane.shape)
-    ring = np.hypot(yy - cy, xx - cx).astype(np.int64)
-    order = np.argsort(ring, axis=None, kind="stable")
-    edges = np.searchsorted(ring.ravel()[order], np.arange(ring.max() + 2))
-    values = plane.ravel()[order]
-    profile = np.array([np.median(values[a:b]) if b > a else np.nan for a, b in itertools.pairwise(edges)])
-    radius0 = math.sqrt(float(disk.sum()) / math.pi)
-    inner = profile[: max(1, int(0.6 * radius0))]
-    outer = profile[int(1.25 * radius0) + 2 :]
-    if outer.size == 0 or not np.isfinite(outer).any():
-        return None
-    low, high = float(np.nanmedian(outer)), float(np.nanmedian(inner))
-    disk = largest_filled(0.5 * (low + high))
-    if disk is None:
-        return None
-    area = float(disk.sum())
-    if area < 16 or area > 0.95 * plane.size:
-        return None
-    cy, cx = (float(v) for v in np.argwhere(disk).mean(axis=0))
-    radius = math.sqrt(area / math.pi)
-    model = pillar_mask(plane.shape, Pillar((cy, cx), radius))
-    covered = float((disk & model).sum()) / max(float(model.sum()), 1.0)
-    outside = float((disk & ~model).sum()) / area
-    border = np.concatenate([disk[0], disk[-1], disk[:, 0], disk[:, -1]])
-    if covered < 0.97 or outside > 0.03 or border.mean() > 0.5:
-        return None
-    air = plane[~pillar_mask(plane.shape, Pillar((cy, cx), radius + 2.0))]
-    ring = plane[pillar_mask(plane.shape, Pillar((cy, cx), radius - 2.0))]
-    if air.size < 8 or ring.size < 8:
-        return None
-    noise = float(np.std(air)) + 1e-12 * max(abs(float(high)), 1.0)
-    if (float(np.median(ring)) - float(np.median(air))) < min_contrast * noise:
-        return None
-    return Pillar(center_yx=(cy, cx), radius_voxels=radius)
+    for threshold in _candidate_thresholds(plane):
+        first = _largest_filled(plane, threshold)
+        if first is None:
+            continue
+        fitted = _fit_disk(plane, first)
+        if fitted is None:
+            continue
+        disk, (cy, cx), radius = fitted
+        area = float(disk.sum())
+        model = pillar_mask(plane.shape, Pillar((cy, cx), radius))
+        covered = float((disk & model).sum()) / max(float(model.sum()), 1.0)
+        outside = float((disk & ~model).sum()) / area
+        border = np.concatenate([disk[0], disk[-1], disk[:, 0], disk[:, -1]])
+        if covered < 0.97 or outside > 0.03 or border.mean() > 0.5:
+            continue
+        air = plane[~pillar_mask(plane.shape, Pillar((cy, cx), radius + 2.0))]
+        ring = plane[pillar_mask(plane.shape, Pillar((cy, cx), radius - 2.0))]
+        if air.size < 8 or ring.size < 8:
+            continue
+        step = float(np.median(ring)) - float(np.median(air))
+        noise = float(np.std(air)) + 1e-12 * max(abs(float(np.median(ring))), 1.0)
+        if step < min_contrast * noise:
+            continue
+        return Pillar(center_yx=(cy, cx), radius_voxels=radius)
+    return None
 
 
 def fill_cavities(mask: np.ndarray) -> np.ndarray:
