@@ -550,10 +550,7 @@ def write_volume_overlay(
     found transform (fixed value at ``T p_m``, linear interpolation), and a red/green composite
     (both normalised to their 1-99 % range): matching structure is yellow.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     from .._shared import atomic_path
 
@@ -572,7 +569,8 @@ def write_volume_overlay(
         return np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
 
     edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
-    fig, axes = plt.subplots(2, 4, figsize=(14, 7))
+    fig = Figure(figsize=(14, 7))
+    axes = fig.subplots(2, 4)
     planes = (("z", 0, (1, 2)), ("y", 1, (0, 2)), ("x", 2, (0, 1)))
     for ax, (name, axis, (r, c)) in zip(axes[0, :3], planes, strict=True):
         ax.imshow(np.take(fixed, index[axis], axis=axis), cmap="gray")
@@ -618,7 +616,6 @@ def write_volume_overlay(
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
     return path
 
 

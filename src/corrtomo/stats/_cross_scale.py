@@ -159,13 +159,11 @@ def cross_scale_psd(
 def cross_scale_figure(table: pd.DataFrame, path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Plot :func:`cross_scale_psd`: number density per ESD interval (log ESD axis) for every source,
     the 95 % interval over micro pieces (grey band) and each source's cut-off (dashed line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     colours = {"nano": "tab:blue", "micro region": "tab:red", "micro pieces": "tab:purple"}
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for source, group in table.groupby("source", sort=False):
         centre = np.sqrt(group["esd_min_um"] * group["esd_max_um"])
         colour = colours.get(source, "black")
@@ -182,5 +180,4 @@ def cross_scale_figure(table: pd.DataFrame, path: str | os.PathLike, *, title: s
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return path
