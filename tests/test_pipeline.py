@@ -197,6 +197,15 @@ def test_rerun_skips_every_stage(reference, sample_dir):
     assert "evaluate: up to date, skipped" in (reference.run_dir / "run.log").read_text()
 
 
+def test_overall_progress_bar_counts_every_stage(reference, sample_dir):
+    calls = []
+    run_pipeline(_config(sample_dir), reference.run_dir, until=UNTIL, quiet=True,
+                 progress=lambda step, done, total: calls.append((step, done, total)))
+    overall = [c for c in calls if c[0] == "pipeline"]
+    assert [done for _, done, _ in overall] == list(range(len(RUN_STAGES) + 1))
+    assert {total for _, _, total in overall} == {len(RUN_STAGES) + 1}  # + report, after `until`
+
+
 def test_changed_parameter_reruns_its_stage_and_dependents_only(sample_dir, run_copy):
     # (stages whose parameters change, config change); each case keeps the earlier changes
     cases = [

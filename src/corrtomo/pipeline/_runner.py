@@ -246,7 +246,11 @@ def execute(
     keys: dict[str, str] = {}
     records: list[StageRecord] = []
     forced = False
+    progress = getattr(context, "progress", None)
+    enabled = [s for s in stages if s.enabled(config)]
     for stage in stages:
+        if progress is not None and stage in enabled:  # one overall bar; long stages add their own
+            progress("pipeline", enabled.index(stage), len(enabled))
         # a disabled stage (evaluate without truth) still marks where --from starts and --until ends
         forced = forced or stage.name == from_stage
         if not stage.enabled(config):
@@ -294,4 +298,6 @@ def execute(
             context.results[stage.name] = to_jsonable(result)
         if stage.name == only_until:
             break
+    if progress is not None and records:
+        progress("pipeline", enabled.index(next(s for s in enabled if s.name == records[-1].stage)) + 1, len(enabled))
     return records
