@@ -1,0 +1,126 @@
+"""Block grids over numpy, Zarr and Dask volumes, and reading one block at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from corrtomo._shared import InputError
+
+__all__ = ["BlockGrid", "block_grid", "read_block", "volume_shape"]
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """A rectilinear partition of a (Z, Y, X) volume into blocks.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Volume shape (z, y, x).
+    bounds : tuple of three (n_k + 1,) ndarrays of int64
+        Block boundaries along z, y and x: block ``(i, j, k)`` covers
+        ``[bounds[0][i], bounds[0][i + 1]) x [bounds[1][j], ...) x [bounds[2][k], ...)``.
+    """
+
+    shape: tuple[int, int, int]
+    bounds: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        return tuple(int(b.size - 1) for b in self.bounds)  # type: ignore[return-value]
+
+    @property
+    def n_blocks(self) -> int:
+        return int(np.prod(self.grid_shape))
+
+    def slices(self, index: tuple[int, int, int], *, halo: int = 0) -> tuple[slice, ...]:
+        """Slices of block `index`, extended by `halo` voxels past its high faces (clipped)."""
+        return tuple(
+            slice(int(b[i]), int(min(b[i + 1] + halo, n)))
+            for b, i, n in zip(self.bounds, index, self.shape, strict=True)
+        )
+
+    def origin(self, index: tuple[int, int, int]) -> np.ndarray:
+        return np.array([b[i] for b, i in zip(self.bounds, index, strict=True)], dtype=np.int64)
+
+    def block_shape(self, index: tuple[int, int, int]) -> np.ndarray:
+        return np.array(
+            [b[i + 1] - b[i] for b, i in zip(self.bounds, index, strict=True)], dtype=np.int64
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """Block indices in raster order (z slowest)."""
+        return iter(product(*(range(n) for n in self.grid_shape)))
+
+
+def volume_shape(array, name: str) -> tuple[int, int, int]:
+    """Shape of a 3D numpy / Zarr / Dask array, or a one-line InputError."""
+    shape = tuple(int(n) for n in getattr(array, "shape", np.shape(array)))
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume, got {len(shape)}D shape {shape}", source=name)
+    return shape  # type: ignore[return-value]
+
+
+def _native_chunks(array):
+    """The array's own chunking (Zarr ``chunks``, Dask ``chunks``), or None for numpy."""
+    if isinstance(array, np.ndarray):
+        return None
+    return getattr(array, "chunks", None)
+
+
+def block_grid(shape, chunks=None, *, like=()) -> BlockGrid:
+    """Partition `shape` into blocks.
+
+    Parameters
+    ----------
+    shape : (3,) sequence of int
+        Volume shape (z, y, x).
+    chunks : (3,) sequence of int, or Dask-style tuple of three tuples of block sizes, optional
+        Block shape. Default: the chunking of the first array in `like` that has one (Zarr or
+        Dask), else the whole volume as one block.
+    like : sequence of arrays
+        Arrays whose native chunking is used when `chunks` is None.
+    """
+    shape = tuple(int(n) for n in shape)
+    if chunks is None:
+        for array in like:
+            chunks = _native_chunks(array)
+            if chunks is not None:
+                break
+        else:
+            chunks = shape
+    chunks = tuple(chunks)
+    if len(chunks) != 3:
+        raise InputError(f"expected 3 chunk sizes, got {chunks}", source="chunks")
+    bounds = []
+    for n, c in zip(shape, chunks, strict=True):
+        if np.ndim(c) == 0:
+            size = int(c)
+            if size < 1:
+                raise InputError(f"chunk sizes must be positive, got {chunks}", source="chunks")
+            edges = np.unique(np.append(np.arange(0, n, size, dtype=np.int64), n))
+        else:
+            sizes = np.asarray(c, dtype=np.int64)
+            if np.any(sizes < 0) or sizes.sum() != n:
+                raise InputError(
+                    f"block sizes {list(sizes)} do not add up to the volume size {n}",
+                    source="chunks",
+                )
+            edges = np.unique(np.concatenate([[0], np.cumsum(sizes)]))
+        if n == 0:
+            edges = np.zeros(1, np.int64)
+        bounds.append(edges.astype(np.int64))
+    return BlockGrid(shape=shape, bounds=tuple(bounds))  # type: ignore[arg-type]
+
+
+def read_block(array, slices: tuple[slice, ...]) -> np.ndarray:
+    """Read ``array[slices]`` of a numpy, Zarr or Dask array into memory (a numpy array)."""
+    part = array[slices]
+    compute = getattr(part, "compute", None)
+    if compute is not None and not isinstance(part, np.ndarray):
+        part = compute()
+    return np.asarray(part)
