@@ -1,0 +1,540 @@
+"""Chunked particle foreground: :func:`corrtomo.segment.foreground_mask` block by block.
+
+:func:`foreground_mask_chunked` runs the chain of :func:`~corrtomo.segment.foreground_mask`
+(pillar, Gaussian smoothing, global Otsu / multi-Otsu / Gaussian-mixture threshold inside the
+pillar, matrix level and noise, local half-maximum edges, cavity filling, dust removal) on one
+block plus a halo at a time, and returns the same mask voxel for voxel. Every global quantity is
+assembled exactly from per-block pieces: column medians, a fixed-range histogram, radix
+histograms of float32 keys for the medians, and a union-find over block faces for the
+connected components. Axes are (z, y, x) = (plane, row, column); sizes in micrometres.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from corrtomo._shared import InputError, as_rng, normalize_spacing
+from corrtomo.segment import Pillar, detect_pillar, pillar_mask
+
+from ._blocks import BlockGrid, block_grid, read_block, volume_shape
+from ._label import BlockUnion, block_components
+
+__all__ = ["foreground_mask_chunked"]
+
+_METHODS = ("otsu", "multiotsu", "gmm")
+_GMM_SAMPLE = 200_000  # the subsample size of corrtomo.segment._foreground._gmm_threshold
+
+
+# --------------------------------------------------------------------------------------------
+# input and blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_volume(array, name: str) -> tuple[int, int, int]:
+    shape = volume_shape(array, name)
+    if min(shape) == 0:
+        raise InputError("the volume is empty", source=name)
+    dtype = np.dtype(array.dtype)
+    if dtype != np.bool_ and not np.issubdtype(dtype, np.number):
+        raise InputError(f"expected numbers, got dtype {dtype}", source=name)
+    return shape
+
+
+def _read(array, box, name: str) -> np.ndarray:
+    """One box of `array` as a numpy array; a one-line InputError on NaN or infinite voxels."""
+    block = read_block(array, box)
+    if np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
+        raise InputError("contains NaN or infinite voxels", source=name)
+    return block
+
+
+def _box(grid: BlockGrid, index, halo: np.ndarray):
+    """(core slices, box slices in the volume, core slices inside the box) of block `index`."""
+    core = grid.slices(index)
+    box = tuple(
+        slice(max(s.start - int(h), 0), min(s.stop + int(h), n))
+        for s, h, n in zip(core, halo, grid.shape, strict=True)
+    )
+    inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(core, box, strict=True))
+    return core, box, inner
+
+
+def _volume_faces(array: np.ndarray, core, shape) -> np.ndarray:
+    """Values of a core block on the faces it shares with the volume."""
+    parts = [np.zeros(0, array.dtype)]
+    for axis, (s, n) in enumerate(zip(core, shape, strict=True)):
+        index = [slice(None)] * 3
+        if s.start == 0:
+            index[axis] = 0
+            parts.append(array[tuple(index)].ravel())
+        if s.stop == n:
+            index[axis] = array.shape[axis] - 1
+            parts.append(array[tuple(index)].ravel())
+    return np.concatenate(parts)
+
+
+class _Smoothed:
+    """The smoothed image of a block plus a halo, exactly as the whole volume's smoothing gives it.
+
+    ``scipy.ndimage.gaussian_filter`` (mode ``nearest``, truncate 4) is separable; each output
+    voxel is a fixed sequence of operations on the input within ``int(4 sigma_k + 0.5)`` voxels
+    along every axis, so a box with that halo reproduces the core bit for bit (at the volume's
+    faces the box is clipped and ``nearest`` extends the same voxels).
+    """
+
+    def __init__(self, image, grid: BlockGrid, sigma_um: float, spacing: np.ndarray):
+        self.image = image
+        self.grid = grid
+        self.sigma = tuple(float(sigma_um) / spacing) if sigma_um > 0 else None
+        self.radius = (np.zeros(3, np.int64) if self.sigma is None
+                       else np.array([int(4.0 * s + 0.5) for s in self.sigma], np.int64))
+
+    def box(self, index, extra=None):
+        """(smoothed box, core slices in the volume, core slices in the box) with halo radius + extra."""
+        from scipy import ndimage
+
+        halo = self.radius if extra is None else self.radius + np.asarray(extra, np.int64)
+        core, box, inner = _box(self.grid, index, halo)
+        block = np.asarray(_read(self.image, box, "image"), dtype=np.float32)
+        if self.sigma is not None:
+            block = ndimage.gaussian_filter(block, sigma=self.sigma, mode="nearest")
+        return block, core, inner
+
+    def core(self, index) -> tuple[np.ndarray, tuple[slice, ...]]:
+        block, core, inner = self.box(index)
+        return block[inner], core
+
+
+# --------------------------------------------------------------------------------------------
+# exact global statistics from blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _column_profile(image, grid: BlockGrid, budget: int) -> np.ndarray:
+    """``np.median(image as float32, axis=0)`` (float32), read in column tiles of <= `budget` voxels.
+
+    The median of each (y, x) column does not depend on the tiling, so this is the plane of
+    :func:`~corrtomo.segment.detect_pillar` bit for bit. Boolean images give the column means.
+    """
+    nz, ny, nx = grid.shape
+    boolean = np.dtype(image.dtype) == np.bool_
+    plane = np.zeros((ny, nx), np.float64 if boolean else np.float32)
+    for j in range(grid.grid_shape[1]):
+        y0, y1 = int(grid.bounds[1][j]), int(grid.bounds[1][j + 1])
+        for k in range(grid.grid_shape[2]):
+            x0, x1 = int(grid.bounds[2][k]), int(grid.bounds[2][k + 1])
+            rows = max(1, budget // max(nz * (x1 - x0), 1))
+            for y in range(y0, y1, rows):
+                tile = (slice(0, nz), slice(y, min(y + rows, y1)), slice(x0, x1))
+                block = _read(image, tile, "image")
+                if boolean:
+                    plane[tile[1:]] = block.mean(axis=0, dtype=np.float64)
+                else:
+                    plane[tile[1:]] = np.median(np.asarray(block, dtype=np.float32), axis=0)
+    return plane
+
+
+def _sortable(values: np.ndarray) -> np.ndarray:
+    """uint32 keys of float32 values whose order is the values' order (radix selection)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    flip = np.where(bits >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    return bits ^ flip
+
+
+def _unsortable(key: int) -> np.float32:
+    key = np.uint32(key)
+    bits = key ^ (np.uint32(0x80000000) if key >> np.uint32(31) else np.uint32(0xFFFFFFFF))
+    return np.array([bits], np.uint32).view(np.float32)[0]
+
+
+def _median(stream) -> tuple[float, int]:
+    """``float(np.median(values))`` of the float32 values of `stream()`, exactly, and their count.
+
+    Two passes over the blocks: a histogram of the upper 16 bits of order-preserving uint32
+    keys of the values locates the bucket of each middle rank, then a histogram of the lower
+    16 bits inside those buckets gives the middle values exactly. Memory: 65536 counters per
+    bucket.
+    """
+    high = np.zeros(65536, np.int64)
+    for values in stream():
+        high += np.bincount(_sortable(values) >> np.uint32(16), minlength=65536)
+    cumulative = np.cumsum(high)
+    n = int(cumulative[-1])
+    if n == 0:
+        return math.nan, 0
+    ranks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    buckets = [int(np.searchsorted(cumulative, r, side="right")) for r in ranks]
+    low = {b: np.zeros(65536, np.int64) for b in set(buckets)}
+    for values in stream():
+        keys = _sortable(values)
+        top = keys >> np.uint32(16)
+        for b, counts in low.items():
+            counts += np.bincount(keys[top == b] & np.uint32(0xFFFF), minlength=65536)
+    middle = []
+    for r, b in zip(ranks, buckets, strict=True):
+        within = r - (int(cumulative[b - 1]) if b else 0)
+        lowest = int(np.searchsorted(np.cumsum(low[b]), within, side="right"))
+        middle.append(_unsortable((b << 16) | lowest))
+    if n % 2:
+        return float(middle[0]), n
+    return float(np.median(np.array(middle, np.float32))), n  # numpy's mean of the middle pair
+
+
+# --------------------------------------------------------------------------------------------
+# public
+# --------------------------------------------------------------------------------------------
+
+
+def foreground_mask_chunked(
+    image,
+    *,
+    spacing=None,
+    chunks=None,
+    out=None,
+    method: str = "otsu",
+    probabilities=None,
+    fill_holes: bool = True,
+    min_size_um: float | None = None,
+    smooth_um: float | None = None,
+    pillar: Pillar | bool | None = True,
+    refine_edges: bool = True,
+    noise_sigmas: float = 4.0,
+    edge_window_um: float | None = None,
+    edge_fraction: float = 0.4,
+    rng=0,
+    return_info: bool = False,
+):
+    """Particles versus matrix (and air) block by block, equal to the in-memory foreground.
+
+    Parameters
+    ----------
+    image : (P, M, N) ndarray, zarr.Array or dask.array.Array of numbers
+        CT image, axes (z, y, x); never modified.
+    spacing : float or sequence of 3 floats, optional
+        Voxel size per axis in micrometres.
+    chunks : (3,) sequence of int or Dask-style tuple of tuples, optional
+        Block (core) shape. Default: the chunks of `image` (Zarr/Dask), else those of `out`,
+        else the whole volume as one block.
+    out : zarr.Array or ndarray of bool or unsigned int, optional
+        Where the mask is written, block by block (same shape as `image`, best with the same
+        chunks; 1 = foreground). Default: a new bool numpy array.
+    method, probabilities, fill_holes, min_size_um, smooth_um, pillar, refine_edges, noise_sigmas, edge_window_um, edge_fraction, rng
+        As in :func:`corrtomo.segment.foreground_mask` (same defaults). `probabilities` may be a
+        numpy, Zarr or Dask array too.
+    return_info : bool
+        Also return a dict with the pillar, threshold, matrix level and noise, halo, block
+        count and the time of each stage (seconds).
+
+    Returns
+    -------
+    mask : (P, M, N) bool ndarray or `out`
+    info : dict
+        Only with ``return_info=True``.
+
+    Raises
+    ------
+    InputError
+        Non-3D, empty, non-numeric or non-finite input, a constant image inside the field of
+        view, bad method or chunks, `probabilities` or `out` of the wrong shape, `out` of a
+        dtype other than bool or unsigned integer.
+
+    Notes
+    -----
+    Passes over the blocks (a Python loop over blocks, never over voxels or components):
+
+    1. *Pillar* (``pillar=True``). The plane :math:`\\mathrm{med}_z I(z, y, x)` is computed
+       from column tiles of at most one (block + halo) of voxels each (full z extent, few rows)
+       and handed to :func:`~corrtomo.segment.detect_pillar` as a one-plane volume; the median
+       of a column does not depend on the tiling, so the pillar is the in-memory one exactly.
+    2. *Smoothing.* Each block is smoothed on a box with a halo of ``int(4 sigma / spacing +
+       0.5)`` voxels (the Gaussian's truncation radius), which gives the core bit for bit.
+    3. *Global threshold* of the smoothed values inside the pillar. Otsu and multi-Otsu: one
+       pass for the global minimum and maximum, one for ``np.histogram(values, 256, range=(min,
+       max))`` summed over blocks (each value's bin depends only on the value and the range),
+       then ``skimage``'s threshold from the histogram (the same counts and bin centres as
+       ``skimage`` computes from the whole array). Gaussian mixture: the indices of the
+       in-memory subsample (``rng.choice`` of the flat index, which depends only on the count)
+       are drawn first and the values gathered block by block in that order.
+    4. *Matrix level and noise* (``refine_edges``): the median of the values below the threshold
+       and the median absolute deviation from it, each as exact float32 order statistics from
+       two passes of 16-bit radix histograms of order-preserving keys.
+    5. *Mask*: the half-maximum edge (or the threshold) on a box with the Gaussian halo plus the
+       local-maximum window; cleared outside the pillar; written to `out`.
+    6. *Cavities* (``fill_holes``): the 6-connected background components are joined across
+       blocks (:class:`BlockUnion`, as :func:`label_components`, equal to ``cc3d``); a component
+       is a cavity unless one of its pieces lies on a face of the volume.
+    7. *Dust* (ESD below `min_size_um`): 26-connected foreground components joined likewise;
+       sizes are sums of per-block ``np.bincount``; components smaller than ``ceil(pi/6 d^3 /
+       voxel volume)`` voxels are removed as ``cc3d.dust`` does.
+
+    **Guarantee.** The mask equals ``foreground_mask(image[...], ...)`` with the same options
+    voxel for voxel, for any block shape (each step above reproduces the in-memory arithmetic on
+    the same float32 values). One exception: for a *boolean* image the pillar plane (column
+    means) is rounded to float32 before :func:`~corrtomo.segment.detect_pillar`; pass a
+    :class:`~corrtomo.segment.Pillar` for exactness there. The smoothed volume is recomputed in
+    each pass instead of being stored: memory is a few (block + halo) float32 boxes, the
+    (M, N) pillar plane, 3 x 65536 counters and O(block-local components), plus a 200 000-value
+    sample for ``method="gmm"``. With `probabilities` the image is only read for the pillar
+    (its NaN check happens there). The image is read (and smoothed) in up to eight passes:
+    pillar (``pillar=True``), minimum/maximum (with the Gaussian-mixture sample), histogram
+    (Otsu, multi-Otsu), 2 x 2 radix passes (``refine_edges``), mask; then the mask is read once
+    more for the cavities and once more, only in blocks holding dust, to remove it. On a
+    192 x 256 x 256 float32 volume in 64^3 blocks (2 busy cores) this took 5 s from numpy
+    (1.8x the in-memory 2.8 s) and 15-18 s from a Zarr array with 64^3 chunks, where each
+    (block + halo) box decompresses up to 27 chunks; traced peak memory 40 MB against 228 MB.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from corrtomo.segment import foreground_mask
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(1.0, 0.05, (24, 24, 24)).astype(np.float32)
+    >>> image[4:12, 4:12, 4:12] += 1.0
+    >>> image[14:20, 10:22, 12:20] += 0.6
+    >>> mask = foreground_mask_chunked(image, spacing=1.0, chunks=(7, 9, 11), pillar=False)
+    >>> bool(np.array_equal(mask, foreground_mask(image, spacing=1.0, pillar=False)))
+    True
+    """
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    from corrtomo.segment._foreground import _gmm_threshold
+
+    timings: dict[str, float] = {}
+    shape = _check_volume(image, "image")
+    spacing = normalize_spacing(spacing, 3)
+    if method not in _METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(_METHODS)}", source="method")
+    if probabilities is not None:
+        probability_shape = _check_volume(probabilities, "probabilities")
+        if probability_shape != shape:
+            raise InputError(f"shape {probability_shape} differs from the image's {shape}", source="probabilities")
+    if out is not None:
+        if tuple(int(n) for n in out.shape) != shape:
+            raise InputError(f"shape {tuple(out.shape)} differs from the input shape {shape}", source="out")
+        out_dtype = np.dtype(out.dtype)
+        if out_dtype != np.bool_ and not np.issubdtype(out_dtype, np.unsignedinteger):
+            raise InputError(f"must have a bool or unsigned integer dtype, got {out_dtype}", source="out")
+        target = out
+    else:
+        target = np.zeros(shape, dtype=bool)
+    grid = block_grid(shape, chunks, like=(image,) if out is None else (image, out))
+    sigma = float(spacing.min()) if smooth_um is None else float(smooth_um)
+    smoothed = _Smoothed(image, grid, sigma, spacing)
+    window_um = 2.0 * float(spacing.min()) if edge_window_um is None else float(edge_window_um)
+    window = np.array([max(1, round(window_um / v)) for v in spacing], np.int64)
+    largest = np.array([int(np.diff(b).max()) for b in grid.bounds], np.int64)
+    budget = int(np.prod(np.minimum(largest + 2 * (smoothed.radius + window), shape)))
+
+    # 1. the pillar
+    start = time.perf_counter()
+    if pillar is True:
+        plane = _column_profile(image, grid, budget)
+        if plane.dtype == np.float64:  # boolean image: the float32-rounded column shares
+            plane = plane.astype(np.float32)
+        pillar = detect_pillar(plane[None], spacing=spacing)
+        del plane
+    elif pillar is False:
+        pillar = None
+    elif pillar is not None and not isinstance(pillar, Pillar):
+        raise InputError(f"expected a Pillar, True, False or None, got {type(pillar).__name__}", source="pillar")
+    inside = pillar_mask(shape[1:], pillar)
+    timings["pillar_s"] = time.perf_counter() - start
+
+    def values(index) -> np.ndarray:
+        core_values, core = smoothed.core(index)
+        return core_values[:, inside[core[1], core[2]]]
+
+    def stream():
+        for index in grid:
+            yield values(index)
+
+    # 2.-4. the global threshold, matrix level and noise
+    threshold = matrix = noise = None
+    start = time.perf_counter()
+    if probabilities is None:
+        n_inside = int(np.count_nonzero(inside))
+        n = shape[0] * n_inside
+        generator = as_rng(rng)
+        picks = None
+        if method == "gmm":
+            flat = (np.arange(n, dtype=np.int64) if n <= _GMM_SAMPLE
+                    else generator.choice(n, _GMM_SAMPLE, replace=False).astype(np.int64))
+            iy, ix = np.nonzero(inside)
+            pz, rank = np.divmod(flat, max(n_inside, 1))
+            position = np.stack([pz, iy[rank], ix[rank]])
+            block_of = [np.searchsorted(b, p, side="right") - 1 for b, p in zip(grid.bounds, position, strict=True)]
+            block_id = np.ravel_multi_index(tuple(block_of), grid.grid_shape)
+            order = np.argsort(block_id, kind="stable")
+            edges = np.searchsorted(block_id[order], np.arange(grid.n_blocks + 1))
+            sample = np.zeros(flat.size, np.float32)
+            picks = (position, order, edges, sample)
+        low, high = np.inf, -np.inf
+        for b, index in enumerate(grid):
+            core_values, core = smoothed.core(index)
+            part = core_values[:, inside[core[1], core[2]]]
+            if part.size:
+                low = min(low, part.min())
+                high = max(high, part.max())
+            if picks is not None:
+                position, order, edges, sample = picks
+                mine = order[edges[b]:edges[b + 1]]
+                local = tuple(position[k, mine] - core[k].start for k in range(3))
+                sample[mine] = core_values[local]
+        if n == 0 or not high > low:
+            raise InputError("the image is constant inside the field of view; no foreground", source="image")
+        if method == "gmm":
+            threshold = _gmm_threshold(picks[3], 2, generator)
+        else:
+            counts = np.zeros(256, np.int64)
+            bin_edges = None
+            for part in stream():
+                hist, bin_edges = np.histogram(part, bins=256, range=(low, high))
+                counts += hist
+            centers = (bin_edges[:-1] + bin_edges[1:]) / 2.0
+            if method == "otsu":
+                threshold = threshold_otsu(hist=(counts, centers))
+            else:
+                threshold = threshold_multiotsu(hist=(counts / np.sum(counts), centers), classes=3)[0]
+        timings["threshold_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if refine_edges:
+            def matrix_values():
+                for part in stream():
+                    yield part[part <= threshold]
+
+            matrix, _ = _median(matrix_values)
+
+            def deviations():
+                for part in matrix_values():
+                    yield np.abs(part - matrix)
+
+            noise = 1.4826 * _median(deviations)[0]
+        timings["matrix_s"] = time.perf_counter() - start
+
+    # 5. the mask, block by block; background components for the cavities
+    from scipy import ndimage
+
+    start = time.perf_counter()
+    smallest = 2.0 * float(spacing.min()) if min_size_um is None else float(min_size_um)
+    dust = 0
+    if smallest > 0:
+        dust = math.ceil(math.pi / 6 * smallest**3 / float(np.prod(spacing)))
+    dust = dust if dust > 1 else 0
+    background = BlockUnion(grid, 6) if fill_holes else None
+    foreground = BlockUnion(grid, 26) if dust and not fill_holes else None
+    outer_pieces: list[np.ndarray] = []
+    size_pieces: list[np.ndarray] = []
+    size = tuple(int(2 * w + 1) for w in window)
+
+    def add_foreground(index, block) -> None:
+        local, count = block_components(block, 26)
+        foreground.add(index, local, count)
+        size_pieces.append(np.bincount(local.ravel(), minlength=count + 1)[1:])
+
+    for index in grid:
+        if probabilities is not None:
+            core = grid.slices(index)
+            block = _read(probabilities, core, "probabilities") < 0.5
+        elif refine_edges:
+            box, core, inner = smoothed.box(index, window)
+            local = ndimage.maximum_filter(box, size=size, mode="nearest")[inner]
+            box = box[inner]
+            local -= np.float32(matrix)
+            local *= np.float32(edge_fraction)
+            local += np.float32(matrix)
+            np.maximum(local, np.float32(matrix + noise_sigmas * noise), out=local)
+            block = box > local
+            del box, local
+        else:
+            box, core = smoothed.core(index)
+            block = box > threshold
+            del box
+        if pillar is not None:
+            block &= inside[core[1], core[2]][None]
+        block = np.ascontiguousarray(block)
+        target[core] = block
+        if background is not None:
+            local, count = block_components(~block, 6)
+            background.add(index, local, count)
+            flags = np.zeros(count + 1, bool)
+            flags[_volume_faces(local, core, shape)] = True
+            outer_pieces.append(flags[1:])
+        elif foreground is not None:
+            add_foreground(index, block)
+    timings["mask_s"] = time.perf_counter() - start
+
+    def read_mask(core) -> np.ndarray:
+        block = read_block(target, core)
+        return np.ascontiguousarray(block if block.dtype == np.bool_ else block != 0)
+
+    # 6. cavities: background components with no piece on a face of the volume
+    n_cavities = 0
+    if background is not None:
+        start = time.perf_counter()
+        n_background = background.finish()
+        outer = np.zeros(n_background + 1, bool)
+        outer[0] = True
+        for index, flags in zip(grid, outer_pieces, strict=True):
+            outer[background.block_map(index, np.int64)[1:][flags]] = True
+        n_cavities = int(np.count_nonzero(~outer))
+        if dust:
+            foreground = BlockUnion(grid, 26)
+        if n_cavities or dust:
+            for index in grid:
+                core = grid.slices(index)
+                block = read_mask(core)
+                if n_cavities:
+                    local, _ = block_components(~block, 6)
+                    cavity = ~outer[background.block_map(index, np.int64)][local]
+                    if cavity.any():
+                        block |= cavity
+                        target[core] = block
+                if dust:
+                    add_foreground(index, block)
+        timings["cavities_s"] = time.perf_counter() - start
+
+    # 7. dust: 26-connected components smaller than `dust` voxels
+    n_dust = 0
+    if foreground is not None:
+        start = time.perf_counter()
+        n_foreground = foreground.finish()
+        labels = [foreground.block_map(index, np.int64)[1:] for index in grid]
+        sizes = np.bincount(np.concatenate([*labels, np.zeros(0, np.int64)]),
+                            weights=np.concatenate([*size_pieces, np.zeros(0, np.int64)]),
+                            minlength=n_foreground + 1)
+        small = sizes < dust
+        small[0] = False
+        n_dust = int(np.count_nonzero(small))
+        if n_dust:
+            for index in grid:
+                lookup = small[foreground.block_map(index, np.int64)]
+                if not lookup.any():
+                    continue
+                core = grid.slices(index)
+                block = read_mask(core)
+                local, _ = block_components(block, 26)
+                block &= ~lookup[local]
+                target[core] = block
+        timings["dust_s"] = time.perf_counter() - start
+
+    if not return_info:
+        return target
+    info = {
+        "pillar": pillar,
+        "method": method,
+        "threshold": None if threshold is None else float(threshold),
+        "matrix": matrix,
+        "noise": noise,
+        "smooth_um": sigma,
+        "halo_voxels": (smoothed.radius + window).tolist(),
+        "dust_voxels": dust,
+        "n_cavities": n_cavities,
+        "n_dust_components": n_dust,
+        "n_blocks": grid.n_blocks,
+        "block_shape": largest.tolist(),
+        **timings,
+    }
+    return target, info
