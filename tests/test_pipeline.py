@@ -502,3 +502,55 @@ def test_run_through_report(sample_dir, run_copy):
     # a second run is all skipped and keeps the report
     again = run_pipeline(_config(sample_dir), run_copy, quiet=True)
     assert again.ran == [] and again.report == result.report
+
+
+# ------------------------------------------------------------------------------------------
+# the chunked (out-of-core) path
+# ------------------------------------------------------------------------------------------
+
+
+def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path):
+    """``execution.mode: chunked`` runs foreground, training, phases (+ rim), particles and the
+    particle table block by block (40^3 blocks, particles crossing them): same volumes, same table."""
+    from corrtomo.io import read_volume
+
+    config = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    result = run_pipeline(config, tmp_path / "run", until=UNTIL, quiet=True)
+    assert result.stages[0].result["chunked"] is True
+    assert reference.stages[0].result["chunked"] is False
+
+    def volume(run, stage, name):
+        return np.asarray(read_volume(run / stage / name, lazy=False).data)
+
+    for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
+                        ("phases", "phases.ome.zarr")):
+        np.testing.assert_array_equal(volume(result.run_dir, stage, name), volume(reference.run_dir, stage, name))
+    found = volume(result.run_dir, "particles", "particles.ome.zarr")
+    expected = volume(reference.run_dir, "particles", "particles.ome.zarr")
+    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)  # a bijection of labels
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    ours = pd.read_parquet(result.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels", kind="stable")
+    theirs = pd.read_parquet(reference.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels",
+                                                                                            kind="stable")
+    assert len(ours) == len(theirs)
+    np.testing.assert_allclose(np.sort(ours["surface_area_um2"]), np.sort(theirs["surface_area_um2"]), rtol=1e-9)
+    accuracy = json.loads((result.run_dir / "evaluate" / "accuracy.json").read_text())
+    expected_accuracy = json.loads((reference.run_dir / "evaluate" / "accuracy.json").read_text())
+    assert accuracy["mean_phase_iou"] == pytest.approx(expected_accuracy["mean_phase_iou"], abs=1e-12)
+    assert accuracy["particle_f1"] == pytest.approx(expected_accuracy["particle_f1"], abs=1e-12)
+
+
+def test_auto_execution_chooses_by_memory(sample_dir):
+    from corrtomo.pipeline._stages import (
+        IN_MEMORY_BYTES_PER_VOXEL,
+        available_memory_bytes,
+        choose_chunked,
+    )
+
+    config = _config(sample_dir)
+    assert config.execution.mode == "auto"
+    assert not choose_chunked(config, (112, 112, 112))
+    side = round((available_memory_bytes() / IN_MEMORY_BYTES_PER_VOXEL) ** (1 / 3)) + 1
+    assert choose_chunked(config, (side, side, side))  # the whole RAM: too big for half of it
+    assert not choose_chunked(_config(sample_dir, {"execution": {"mode": "memory"}}), (side, side, side))
+    assert choose_chunked(_config(sample_dir, {"execution": {"mode": "chunked"}}), (8, 8, 8))

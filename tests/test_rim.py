@@ -74,3 +74,27 @@ def test_rim_correction_depth_in_micrometres_and_anisotropic_spacing():
 def test_bad_input():
     with pytest.raises(InputError, match="same 3D shape"):
         correct_rim_phases(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), bool))
+
+
+@pytest.mark.parametrize("chunks", [(16, 16, 16), (7, 11, 13), (5, 5, 5), (48, 48, 48)])
+def test_chunked_rim_correction_equals_in_memory(chunks):
+    import zarr
+
+    from corrtomo.chunked import correct_rim_phases_chunked
+    from corrtomo.synth import make_sample
+
+    sample = make_sample("quick", seed=0)
+    foreground = sample.particles > 0
+    rng = np.random.default_rng(0)
+    phases = sample.phases.copy()
+    noisy = foreground & (rng.random(foreground.shape) < 0.2)  # a classifier's scattered errors
+    phases[noisy] = rng.integers(1, 5, int(noisy.sum()))
+    expected = correct_rim_phases(phases, foreground, spacing=0.128, depth_um=0.256)
+    store = zarr.zeros(phases.shape, chunks=chunks, dtype=np.uint8)
+    store[:] = phases
+    out = zarr.zeros(phases.shape, chunks=chunks, dtype=np.uint8)
+    correct_rim_phases_chunked(store, foreground, spacing=0.128, depth_um=0.256, out=out)
+    # measured identical (0 of 16,267 voxels differ); exact distance ties between interior
+    # voxels of different phases could in principle break differently in a block
+    np.testing.assert_array_equal(np.asarray(out[:]), expected)
+    np.testing.assert_array_equal(np.asarray(store[:]), phases)

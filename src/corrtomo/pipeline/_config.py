@@ -160,6 +160,15 @@ class OutputOptions(_Strict):
     chunk: int = Field(64, ge=8, description="Zarr chunk edge in voxels")
 
 
+class ExecutionOptions(_Strict):
+    """In-memory or block-by-block (out-of-core) execution of the volume stages."""
+
+    mode: Literal["auto", "memory", "chunked"] = Field(
+        "auto", description="auto: chunked when the in-memory path would not fit in memory_fraction of RAM")
+    chunk: int = Field(128, ge=8, description="block edge (voxels) of the chunked path")
+    memory_fraction: float = Field(0.5, gt=0, le=1, description="share of the available memory auto may plan for")
+
+
 class RunConfig(_Strict):
     """Everything one run needs; see ``corrtomo config-template``."""
 
@@ -172,6 +181,7 @@ class RunConfig(_Strict):
     truth: TruthConfig | None = None
     stages: Stages = Stages()
     output: OutputOptions = OutputOptions()
+    execution: ExecutionOptions = ExecutionOptions()
     base_dir: str = Field(".", description="(set from the file's location) folder relative paths start from")
 
     @model_validator(mode="after")
