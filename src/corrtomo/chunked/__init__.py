@@ -8,6 +8,7 @@ docstring states (checked per block and reported as ``exact``; a ``HaloWarning``
 
 from ._blocks import BlockGrid, block_grid, read_block
 from ._foreground import foreground_mask_chunked
+from ._grains import grain_table_chunked
 from ._label import BlockUnion, label_components
 from ._rim import correct_rim_phases_chunked
 from ._separate import ChunkedParticleSegmentation, HaloWarning, separate_particles_chunked
@@ -21,6 +22,7 @@ __all__ = [
     "block_grid",
     "correct_rim_phases_chunked",
     "foreground_mask_chunked",
+    "grain_table_chunked",
     "label_components",
     "particle_table_chunked",
     "read_block",

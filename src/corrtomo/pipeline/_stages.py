@@ -530,24 +530,26 @@ def _run_measure(context: RunContext, out: Path) -> dict:
 
     names = context.phase_names()
     spacing = context.spacing()
-    if context.chunked:
-        from ..chunked import particle_table_chunked
+    if context.chunked:  # block by block: neither volume is read whole
+        from ..chunked import grain_table_chunked, particle_table_chunked
 
-        table = particle_table_chunked(context.lazy("particles", "particles.ome.zarr"),
-                                       context.lazy("phases", "phases.ome.zarr"), spacing=spacing,
-                                       phase_names=names, chunks=context.chunks)
-    # the grain table has no chunked version yet: it reads both volumes
-    particles = context.read("particles", "particles.ome.zarr")
-    phases = context.read("phases", "phases.ome.zarr")
-    grains = label_grains(particles, phases)
-    if not context.chunked:
+        lazy_particles = context.lazy("particles", "particles.ome.zarr")
+        lazy_phases = context.lazy("phases", "phases.ome.zarr")
+        table = particle_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
+                                       chunks=context.chunks)
+        grains_df = grain_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
+                                        chunks=context.chunks)
+    else:
+        particles = context.read("particles", "particles.ome.zarr")
+        phases = context.read("phases", "phases.ome.zarr")
+        grains = label_grains(particles, phases)
         table = particle_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
+        grains_df = grain_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
     # the pillar wall cuts particles as the volume border does
     border = np.load(context.path("particles", "touches_border.npy"))
     labels = table["label"].to_numpy()
     inside = labels < border.size
     table.loc[inside, "touches_border"] = table.loc[inside, "touches_border"].to_numpy(bool) | border[labels[inside]]
-    grains_df = grain_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
     _table(table, out / "particles")
     _table(grains_df, out / "grains")
     return {"n_particles": len(table), "n_grains": len(grains_df)}
