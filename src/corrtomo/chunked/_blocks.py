@@ -44,6 +44,21 @@ class BlockGrid:
             for b, i, n in zip(self.bounds, index, self.shape, strict=True)
         )
 
+    def box(self, index: tuple[int, int, int], halo) -> tuple[tuple[slice, ...], ...]:
+        """Block `index` with `halo` voxels on every side (one int or one per axis, clipped).
+
+        Returns ``(core, box, inner)``: the block's slices in the volume, the slices of block +
+        halo in the volume, and the block's slices inside the box.
+        """
+        core = self.slices(index)
+        halo = np.broadcast_to(np.asarray(halo, dtype=np.int64), (3,))
+        box = tuple(
+            slice(max(s.start - int(h), 0), min(s.stop + int(h), n))
+            for s, h, n in zip(core, halo, self.shape, strict=True)
+        )
+        inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(core, box, strict=True))
+        return core, box, inner
+
     def origin(self, index: tuple[int, int, int]) -> np.ndarray:
         return np.array([b[i] for b, i in zip(self.bounds, index, strict=True)], dtype=np.int64)
 
@@ -124,3 +139,17 @@ def read_block(array, slices: tuple[slice, ...]) -> np.ndarray:
     if compute is not None and not isinstance(part, np.ndarray):
         part = compute()
     return np.asarray(part)
+
+
+def volume_faces(array: np.ndarray, core: tuple[slice, ...], shape) -> np.ndarray:
+    """Values of a core block on the faces it shares with the volume (flattened)."""
+    parts = [np.zeros(0, array.dtype)]
+    for axis, (s, n) in enumerate(zip(core, shape, strict=True)):
+        index = [slice(None)] * 3
+        if s.start == 0:
+            index[axis] = 0
+            parts.append(array[tuple(index)].ravel())
+        if s.stop == n:
+            index[axis] = array.shape[axis] - 1
+            parts.append(array[tuple(index)].ravel())
+    return np.concatenate(parts)

@@ -19,7 +19,7 @@ import numpy as np
 from corrtomo._shared import InputError, as_rng, normalize_spacing
 from corrtomo.segment import Pillar, detect_pillar, pillar_mask
 
-from ._blocks import BlockGrid, block_grid, read_block, volume_shape
+from ._blocks import BlockGrid, block_grid, read_block, volume_faces, volume_shape
 from ._label import BlockUnion, block_components
 
 __all__ = ["foreground_mask_chunked"]
@@ -51,29 +51,8 @@ def _read(array, box, name: str) -> np.ndarray:
     return block
 
 
-def _box(grid: BlockGrid, index, halo: np.ndarray):
-    """(core slices, box slices in the volume, core slices inside the box) of block `index`."""
-    core = grid.slices(index)
-    box = tuple(
-        slice(max(s.start - int(h), 0), min(s.stop + int(h), n))
-        for s, h, n in zip(core, halo, grid.shape, strict=True)
-    )
-    inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(core, box, strict=True))
-    return core, box, inner
 
 
-def _volume_faces(array: np.ndarray, core, shape) -> np.ndarray:
-    """Values of a core block on the faces it shares with the volume."""
-    parts = [np.zeros(0, array.dtype)]
-    for axis, (s, n) in enumerate(zip(core, shape, strict=True)):
-        index = [slice(None)] * 3
-        if s.start == 0:
-            index[axis] = 0
-            parts.append(array[tuple(index)].ravel())
-        if s.stop == n:
-            index[axis] = array.shape[axis] - 1
-            parts.append(array[tuple(index)].ravel())
-    return np.concatenate(parts)
 
 
 class _Smoothed:
@@ -97,7 +76,7 @@ class _Smoothed:
         from scipy import ndimage
 
         halo = self.radius if extra is None else self.radius + np.asarray(extra, np.int64)
-        core, box, inner = _box(self.grid, index, halo)
+        core, box, inner = self.grid.box(index, halo)
         block = np.asarray(_read(self.image, box, "image"), dtype=np.float32)
         if self.sigma is not None:
             block = ndimage.gaussian_filter(block, sigma=self.sigma, mode="nearest")
@@ -460,7 +439,7 @@ def foreground_mask_chunked(
             local, count = block_components(~block, 6)
             background.add(index, local, count)
             flags = np.zeros(count + 1, bool)
-            flags[_volume_faces(local, core, shape)] = True
+            flags[volume_faces(local, core, shape)] = True
             outer_pieces.append(flags[1:])
         elif foreground is not None:
             add_foreground(index, block)

@@ -52,14 +52,9 @@ def correct_rim_phases_chunked(
     grid = block_grid(shape, chunks, like=(phases, out))
     result = np.zeros(shape, dtype=np.uint8) if out is None else out
     for index in grid:
-        low = grid.origin(index)
-        high = low + grid.block_shape(index)
-        start = np.maximum(low - halo, 0)
-        stop = np.minimum(high + halo, shape)
-        padded = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
-        block_phases = read_block(phases, padded).astype(np.uint8, copy=False)
-        block_mask = read_block(foreground, padded) != 0
+        core, box, inner = grid.box(index, halo)
+        block_phases = read_block(phases, box).astype(np.uint8, copy=False)
+        block_mask = read_block(foreground, box) != 0
         corrected = correct_rim_phases(block_phases, block_mask, spacing=spacing, depth_um=depth_um)
-        core = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(low, high, start, strict=True))
-        result[tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))] = corrected[core]
+        result[core] = corrected[inner]
     return result

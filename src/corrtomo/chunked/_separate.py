@@ -28,7 +28,7 @@ from corrtomo.segment import (
     watershed_from_markers,
 )
 
-from ._blocks import BlockGrid, block_grid, read_block, volume_shape
+from ._blocks import block_grid, read_block, volume_faces, volume_shape
 
 __all__ = ["ChunkedParticleSegmentation", "HaloWarning", "separate_particles_chunked"]
 
@@ -74,15 +74,6 @@ class ChunkedParticleSegmentation:
 # --------------------------------------------------------------------------------------------
 
 
-def _box(grid: BlockGrid, index, halo: np.ndarray):
-    """(box slices in the volume, core slices inside the box) of block `index` with `halo`."""
-    core = grid.slices(index)
-    box = tuple(
-        slice(max(s.start - int(h), 0), min(s.stop + int(h), n))
-        for s, h, n in zip(core, halo, grid.shape, strict=True)
-    )
-    inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(core, box, strict=True))
-    return core, box, inner
 
 
 def _cut_faces(array: np.ndarray, box, shape, width: int) -> np.ndarray:
@@ -100,18 +91,6 @@ def _cut_faces(array: np.ndarray, box, shape, width: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _volume_faces(array: np.ndarray, core, shape) -> np.ndarray:
-    """Values of a core block on the faces it shares with the volume."""
-    parts = [np.zeros(0, array.dtype)]
-    for axis, (s, n) in enumerate(zip(core, shape, strict=True)):
-        index = [slice(None)] * 3
-        if s.start == 0:
-            index[axis] = 0
-            parts.append(array[tuple(index)].ravel())
-        if s.stop == n:
-            index[axis] = array.shape[axis] - 1
-            parts.append(array[tuple(index)].ravel())
-    return np.concatenate(parts)
 
 
 def _reach_um(box, inner, shape, spacing) -> float:
@@ -150,7 +129,7 @@ def _global_top(foreground, grid, spacing, inside_pillar, halo) -> tuple[float, 
     for index in grid:
         current = halo.copy()
         while True:
-            _, box, inner = _box(grid, index, current)
+            _, box, inner = grid.box(index, current)
             block = _read_foreground(foreground, box, inside_pillar)
             peak = float(distance_map(block, spacing=spacing)[inner].max(initial=0.0))
             reach = _reach_um(box, inner, grid.shape, spacing)
@@ -382,7 +361,7 @@ def separate_particles_chunked(
     for index in grid:
         current = halo.copy()
         while True:
-            core, box, inner = _box(grid, index, current)
+            core, box, inner = grid.box(index, current)
             block = _read_foreground(foreground, box, inside_pillar)
             distance = distance_map(block, spacing=spacing)
             relief = smooth_distance(distance, spacing=spacing, sigma_um=smooth_um)
@@ -410,7 +389,7 @@ def separate_particles_chunked(
                                        _cut_faces(clusters, box, shape, margin)).max(initial=0) == 0)
         del clusters, block
         cut_keys.append(keys[cut])
-        border = _volume_faces(local, core, shape)
+        border = volume_faces(local, core, shape)
         if rim is not None:
             border = np.concatenate([border, local[:, rim[core[1], core[2]]].ravel()])
         border = np.unique(border)
