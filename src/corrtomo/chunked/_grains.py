@@ -11,6 +11,7 @@ import pandas as pd
 from corrtomo._shared import InputError, normalize_spacing
 from corrtomo.measure import configuration_weights, equivalent_spherical_diameter
 from corrtomo.measure._grains import _add_grains, phase_name_table
+from corrtomo.measure._surface import _load, _uniform_cell
 
 from ._blocks import block_grid, read_block, volume_shape
 from ._label import BlockUnion, _check_connectivity, _check_input, _first_voxel, block_components
@@ -40,25 +41,9 @@ def _block_grain_surfaces(padded, start, stop, particle_of, phase_id, weights, a
             r10 = padded[z + 1, y]
             r11 = padded[z + 1, y + 1]
             for x in range(start[2], stop[2]):
-                a = r00[x]
-                if (
-                    r00[x + 1] == a
-                    and r01[x] == a
-                    and r01[x + 1] == a
-                    and r10[x] == a
-                    and r10[x + 1] == a
-                    and r11[x] == a
-                    and r11[x + 1] == a
-                ):
+                if _uniform_cell(r00, r01, r10, r11, x):
                     continue
-                values[0] = r00[x]
-                values[1] = r00[x + 1]
-                values[2] = r01[x]
-                values[3] = r01[x + 1]
-                values[4] = r10[x]
-                values[5] = r10[x + 1]
-                values[6] = r11[x]
-                values[7] = r11[x + 1]
+                _load(r00, r01, r10, r11, x, values)
                 _add_grains(
                     values, rows, particle_of, phase_id, weights, area, exposed, pairs, matrix
                 )

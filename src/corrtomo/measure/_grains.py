@@ -12,7 +12,7 @@ import pandas as pd
 from corrtomo._shared import InputError, normalize_spacing
 
 from ._checks import check_label_image, check_phase_image, label_index, z_blocks
-from ._surface import _fill_cell, _load, _split, configuration_weights
+from ._surface import _fill_cell, _load, _split, _uniform_cell, configuration_weights
 
 __all__ = ["GrainLabels", "grain_table", "label_grains"]
 
@@ -210,16 +210,7 @@ def _grain_surface_kernel(grains, particle_row, phase_id, n_phases, weights, bou
                     r10 = grains[z + 1, y]
                     r11 = grains[z + 1, y + 1]
                     for x in range(nx - 1):
-                        a = r00[x]
-                        if (
-                            r00[x + 1] == a
-                            and r01[x] == a
-                            and r01[x + 1] == a
-                            and r10[x] == a
-                            and r10[x + 1] == a
-                            and r11[x] == a
-                            and r11[x + 1] == a
-                        ):
+                        if _uniform_cell(r00, r01, r10, r11, x):
                             continue
                         _load(r00, r01, r10, r11, x, values)
                         _add_grains(

@@ -194,6 +194,21 @@ def _split(low: int, high: int, parts: int) -> np.ndarray:
     return np.linspace(low, high, parts + 1).round().astype(np.int64)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _uniform_cell(r00, r01, r10, r11, x):
+    """Whether the 2x2x2 cell at column `x` of four adjacent rows holds one value (no surface)."""
+    a = r00[x]
+    return (
+        r00[x + 1] == a
+        and r01[x] == a
+        and r01[x + 1] == a
+        and r10[x] == a
+        and r10[x + 1] == a
+        and r11[x] == a
+        and r11[x + 1] == a
+    )
+
+
 @numba.njit(cache=True, nogil=True)
 def _load(r00, r01, r10, r11, x, values):
     values[0] = r00[x]
@@ -243,16 +258,7 @@ def _label_surface_kernel(image, lut, n_labels, weights, lo, hi, bounds):
                     r10 = image[z + 1, y]
                     r11 = image[z + 1, y + 1]
                     for x in range(x_first, x_stop):
-                        a = r00[x]
-                        if (
-                            r00[x + 1] == a
-                            and r01[x] == a
-                            and r01[x + 1] == a
-                            and r10[x] == a
-                            and r10[x + 1] == a
-                            and r11[x] == a
-                            and r11[x + 1] == a
-                        ):
+                        if _uniform_cell(r00, r01, r10, r11, x):
                             continue
                         _load(r00, r01, r10, r11, x, values)
                         _add_labels(values, lut, weights, acc)
