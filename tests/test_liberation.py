@@ -10,6 +10,7 @@ from numpy.testing import assert_allclose
 from corrtomo._shared import InputError
 from corrtomo.liberation import (
     GRADE_CLASSES,
+    composition_from_table,
     composition_table,
     geometric_size_bins,
     grain_particle_volume,
@@ -400,3 +401,128 @@ def test_label_permutation_and_sparse_labels_change_nothing(sample):
     reference = liberation_table(composition_table(particles, phases, phase_names=NAMES))
     pd.testing.assert_frame_equal(ours, reference)
     assert sorted(composition_table(permuted, phases)["label"]) == [3, 7, 40, 2**33]
+
+
+# ------------------------------------------------------------------------------------------
+# lazy (Zarr) volumes: the 3D side from a precomputed table, the 2D side plane by plane
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cut_spheres() -> tuple[np.ndarray, np.ndarray]:
+    """The locked spheres rolled so that some are cut by the volume faces (touch the border)."""
+    particles, phases = locked_spheres()
+    return np.roll(particles, (5, -4, 3), axis=(0, 1, 2)), np.roll(phases, (5, -4, 3), axis=(0, 1, 2))
+
+
+def _zarr(path, image):
+    import zarr
+
+    array = zarr.create_array(path, shape=image.shape, chunks=(16, 16, 16), dtype=image.dtype)
+    array[...] = image
+    return array
+
+
+class _SliceOnly:
+    """An array read by slicing only (no ``vindex``), like an h5py dataset."""
+
+    def __init__(self, image):
+        self._image, self.shape, self.dtype, self.ndim = image, image.shape, image.dtype, image.ndim
+
+        self.voxels_read = 0
+
+    def __getitem__(self, key):
+        part = self._image[key]
+        self.voxels_read += np.size(part)
+        return part
+
+
+SPACING_3D = (1.0, 0.5, 2.0)
+
+
+def test_composition_from_table_equals_composition_table(cut_spheres):
+    from corrtomo.measure import particle_table
+
+    particles, phases = cut_spheres
+    expected = composition_table(particles, phases, spacing=SPACING_3D, phase_names=NAMES)
+    measured = particle_table(particles, phases, spacing=SPACING_3D, phase_names=NAMES, surface=False)
+    assert expected["touches_border"].any() and not expected["touches_border"].all()
+    found = composition_from_table(measured, spacing=SPACING_3D, phase_names=NAMES)
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    # with the volume shape the border comes from the boxes, not from a flag added later
+    flagged = measured.assign(touches_border=True).sample(frac=1.0, random_state=0)
+    found = composition_from_table(
+        flagged, spacing=SPACING_3D, phase_names=NAMES, volume_shape=particles.shape
+    )
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    with pytest.raises(InputError, match="vf_B"):
+        composition_from_table(measured.drop(columns="vf_B"), phase_names=NAMES)
+
+
+@pytest.mark.parametrize(
+    "design",
+    [{}, {"axis": 1, "size_2d": "parent"}, {"orientation": "random"}, {"normal": (1.0, 1.0, 0.3)}],
+    ids=["three-axes", "axis1-parent", "random", "normal"],
+)
+def test_stereology_on_zarr_equals_in_memory(cut_spheres, tmp_path, design):
+    from corrtomo.measure import particle_table
+
+    particles, phases = cut_spheres
+    options = {"spacing": SPACING_3D, "phase_names": NAMES, "n_planes": 5, "rng": 11, **design}
+    expected = stereology_comparison(particles, phases, **options)
+    lazy_particles = _zarr(tmp_path / "particles.zarr", particles)
+    lazy_phases = _zarr(tmp_path / "phases.zarr", phases)
+    measured = particle_table(particles, phases, spacing=SPACING_3D, phase_names=NAMES, surface=False)
+    for composition in (
+        composition_table(particles, phases, spacing=SPACING_3D, phase_names=NAMES),
+        composition_from_table(
+            measured, spacing=SPACING_3D, phase_names=NAMES, volume_shape=particles.shape
+        ),
+    ):
+        found = stereology_comparison(lazy_particles, lazy_phases, composition=composition, **options)
+        pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    # the composition may also be given with in-memory volumes
+    found = stereology_comparison(particles, phases, composition=composition, **options)
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+
+
+def test_virtual_sections_of_zarr_read_planes(cut_spheres, tmp_path):
+    particles, phases = cut_spheres
+    lazy = _zarr(tmp_path / "particles.zarr", particles), _zarr(tmp_path / "phases.zarr", phases)
+    for axis in (0, 1, 2):
+        expected = virtual_sections(particles, phases, n_planes=80, axis=axis, rng=2)  # repeats
+        found = virtual_sections(*lazy, n_planes=80, axis=axis, rng=2)
+        np.testing.assert_array_equal(found.particles, expected.particles)
+        np.testing.assert_array_equal(found.phases, expected.phases)
+        assert [p.origin.tolist() for p in found.poses] == [p.origin.tolist() for p in expected.poses]
+    # slicing-only arrays give the axis sections, and refuse resampled ones with a clear error
+    sliced = _SliceOnly(particles), _SliceOnly(phases)
+    found = virtual_sections(*sliced, n_planes=4, axis=2, rng=2)
+    expected = virtual_sections(particles, phases, n_planes=4, axis=2, rng=2)
+    np.testing.assert_array_equal(found.particles, expected.particles)
+    with pytest.raises(InputError, match="orientation='axis'"):
+        virtual_sections(*sliced, n_planes=4, orientation="random", rng=2)
+    # stereology reads the sampled planes and nothing else: 4 planes per axis here
+    sliced = _SliceOnly(particles), _SliceOnly(phases)
+    composition = composition_table(particles, phases, phase_names=NAMES)
+    expected = stereology_comparison(particles, phases, phase_names=NAMES, n_planes=4, rng=3)
+    found = stereology_comparison(*sliced, composition=composition, phase_names=NAMES, n_planes=4, rng=3)
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    planes = 4 * sum(particles.size // n for n in particles.shape)
+    assert sliced[0].voxels_read == sliced[1].voxels_read == planes
+
+
+def test_stereology_on_zarr_needs_the_table_and_finds_phases(cut_spheres, tmp_path):
+    particles, phases = cut_spheres
+    lazy = _zarr(tmp_path / "particles.zarr", particles), _zarr(tmp_path / "phases.zarr", phases)
+    with pytest.raises(InputError, match="composition"):
+        stereology_comparison(*lazy, n_planes=4, rng=0)
+    # no phase names: the ids present are found slab by slab
+    composition = composition_table(particles, phases)
+    expected = stereology_comparison(particles, phases, n_planes=4, rng=0)
+    found = stereology_comparison(*lazy, composition=composition, n_planes=4, rng=0)
+    pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    with pytest.raises(InputError, match="vf_A"):
+        stereology_comparison(
+            *lazy, composition=composition, phase_names=NAMES, n_planes=4, rng=0
+        )

@@ -330,6 +330,8 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(reference, sample_dir,
     ({"ct": {"path": 3}}, "ct.path"),
     ({"stages": {"registration": {"source": "bsee"}}}, "stages.registration.source"),
     ({"sections": [{"name": "section01", "pixel_size_um": 0.05}]}, "sections.0"),
+    ({"execution": {"scheduler": "cluster-7"}}, "execution.scheduler"),
+    ({"execution": {"workers": 0}}, "execution.workers"),
 ])
 def test_config_errors_name_the_key(sample_dir, tmp_path, capsys, changes, key):
     with pytest.raises(InputError) as caught:
@@ -393,6 +395,33 @@ def test_ct_voxel_size_disagreeing_with_file(sample_dir, tmp_path, capsys):
     check_inputs(_config(sample_dir, {"ct": {"voxel_size_um": 0.1005}}))
 
 
+def test_zarr_ct_without_voxel_size_or_with_oversized_chunks(sample_dir, tmp_path, capsys, monkeypatch):
+    """A Zarr CT store with no voxel size, and one whose single chunk exceeds the per-block memory
+    budget of the chunked path: one line naming the store, no stage run."""
+    import tifffile
+    import zarr
+
+    import corrtomo.pipeline._stages as stages
+
+    ct = tifffile.imread(sample_dir / "ct.tif")
+    store = tmp_path / "ct.zarr"
+    zarr.create_array(store, shape=ct.shape, chunks=ct.shape, dtype=ct.dtype)[:] = ct  # one chunk, no metadata
+    config = _config(sample_dir, {"ct": {"path": str(store), "voxel_size_um": None}})
+    with pytest.raises(InputError) as caught:
+        run_pipeline(config, tmp_path / "run", quiet=True)
+    assert str(caught.value).startswith(str(store)) and "no voxel size" in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+    chunked = _config(sample_dir, {"ct": {"path": str(store)}, "execution": {"mode": "chunked"}})
+    monkeypatch.setattr(stages, "available_memory_bytes", lambda: 8 * ct.size)  # budget: 1 byte per voxel
+    with pytest.raises(InputError) as caught:
+        run_pipeline(chunked, tmp_path / "run2", quiet=True)
+    message = str(caught.value)
+    assert message.startswith(str(store)) and "one chunk of the store" in message and "rechunk" in message
+    assert "\n" not in message
+    assert not (tmp_path / "run2" / "volume").exists()  # nothing written; the next stage never ran
+
+
 def test_registration_failure_stops_and_keeps_finished_stages(tmp_path, capsys):
     # the 48^3 `quick` twin is too small for a confident hint-free match of its section
     sample = tmp_path / "quick"
@@ -419,6 +448,24 @@ def test_registration_failure_stops_and_keeps_finished_stages(tmp_path, capsys):
     assert "registration failed" in _one_line_error(capsys)
     log = (run_dir / "run.log").read_text()
     assert all(f"{name}: up to date, skipped" in log for name in finished), log
+
+
+def test_scheduler_that_does_not_answer(sample_dir, tmp_path, capsys):
+    """``--scheduler`` with no cluster behind it: one line naming the address, exit 2, no run folder."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    config_path = _write_config(tmp_path / "config.yaml", sample_dir)
+    run_dir = tmp_path / "run"
+    assert run_app(["run", str(config_path), "--out", str(run_dir), "--scheduler", address, "-q"]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f"error: {address}: no dask scheduler answered") or f"{address}: no dask scheduler" in err
+    assert not run_dir.exists()
+    assert run_app(["run", str(config_path), "--out", str(run_dir), "--scheduler", "mpi", "-q"]) == 2
+    assert "--scheduler" in _one_line_error(capsys)
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize("flag", ["--from", "--until"])
@@ -509,13 +556,22 @@ def test_run_through_report(sample_dir, run_copy):
 # ------------------------------------------------------------------------------------------
 
 
-def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path):
+@pytest.mark.parametrize("execution", [
+    {"mode": "chunked", "chunk": 40},
+    {"mode": "chunked", "chunk": 40, "workers": 2, "scheduler": "processes"},  # a LocalCluster on loopback
+], ids=["serial", "local-cluster-2-workers"])
+def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, execution):
     """``execution.mode: chunked`` runs foreground, training, phases (+ rim), particles and the
-    particle table block by block (40^3 blocks, particles crossing them): same volumes, same table."""
+    particle table block by block (40^3 blocks, particles crossing them): same volumes, same table;
+    also with the blocks spread over a ``dask.distributed`` LocalCluster of 2 worker processes."""
     from corrtomo.io import read_volume
 
-    config = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    config = _config(sample_dir, {"execution": execution})
     result = run_pipeline(config, tmp_path / "run", until=UNTIL, quiet=True)
+    if "workers" in execution:  # workers and scheduler change no result, so no stage key: all up to date
+        serial = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+        assert run_pipeline(serial, tmp_path / "run", until=UNTIL, quiet=True).ran == []
+        assert "chunked blocks run dask.distributed (2 workers" in (tmp_path / "run" / "run.log").read_text()
     assert result.stages[0].result["chunked"] is True
     assert reference.stages[0].result["chunked"] is False
 
@@ -541,6 +597,12 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path):
     grains["particle_label"] = grains["particle_label"].map(to_reference).astype(grains["particle_label"].dtype)
     pd.testing.assert_frame_equal(grains, pd.read_parquet(reference.run_dir / "measure" / "grains.parquet"),
                                   check_exact=False, rtol=1e-9)
+    # analysis from the particle table and the sampled planes only (no whole-volume read): the
+    # same tables; particle sums may add in another (label) order, hence rtol
+    for name, exact in (("representativeness", True), ("stereology", False)):
+        pd.testing.assert_frame_equal(pd.read_parquet(result.run_dir / "analysis" / f"{name}.parquet"),
+                                      pd.read_parquet(reference.run_dir / "analysis" / f"{name}.parquet"),
+                                      check_exact=exact, rtol=1e-12)
     accuracy = json.loads((result.run_dir / "evaluate" / "accuracy.json").read_text())
     expected_accuracy = json.loads((reference.run_dir / "evaluate" / "accuracy.json").read_text())
     assert accuracy["mean_phase_iou"] == pytest.approx(expected_accuracy["mean_phase_iou"], abs=1e-12)

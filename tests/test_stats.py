@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
 from corrtomo._shared import InputError
-from corrtomo.stats import interval_statistics, piece_grid, piece_size_counts, representativeness
+from corrtomo.stats import (
+    interval_statistics,
+    piece_grid,
+    piece_size_counts,
+    representativeness,
+    representativeness_from_table,
+)
 
 T_975_DF3 = 3.182446305284263  # Student t quantile 0.975 with 3 degrees of freedom (tables)
 
@@ -139,3 +146,114 @@ def test_sparse_labels_change_nothing(volume):
             sparse, spacing=1.0, piece_size_um=4, esd_bins_um=[1, 2, 3], assign=assign
         )
         assert counts.tolist() == expected.tolist()
+
+
+# ------------------------------------------------------------------------------------------
+# from the particle table (no volume read): equal to the volume path with centroid assignment
+# ------------------------------------------------------------------------------------------
+
+SPACING = (0.7, 1.3, 0.9)  # not powers of two: the table's centroids are rounded in um
+PIECE_UM = (5.6, 15.6, 9.0)  # 8 x 12 x 10 voxels: 5 x 3 x 4 = 60 pieces of a (40, 36, 40) volume
+
+
+@pytest.fixture(scope="module")
+def population() -> np.ndarray:
+    """Boxes of 1 to 7 voxels a side at random places (some on the faces, some overlapping, so
+    labels can be split), plus cubes whose centroid lies exactly on a piece face."""
+    rng = np.random.default_rng(7)
+    v = np.zeros((40, 36, 40), dtype=np.uint32)
+    label = 0
+    for _ in range(90):  # building the phantom, not measuring
+        label += 1
+        size = rng.integers(1, 8, size=3)
+        corner = rng.integers(-2, np.array(v.shape) - size + 2)
+        lo = np.clip(corner, 0, None)
+        hi = np.clip(corner + size, None, v.shape)
+        v[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = label
+    for z, y, x in [(31, 28, 33), (7, 11, 9), (15, 23, 29)]:  # 2-voxel cubes: c + 1/2 on faces
+        label += 1
+        v[z : z + 2, y : y + 2, x : x + 2] = label
+    return v
+
+
+def _from_table(volume, **options):
+    from corrtomo.measure import particle_table
+
+    table = particle_table(volume, spacing=SPACING, surface=False)
+    return representativeness_from_table(
+        table, volume_shape=volume.shape, spacing=SPACING, piece_size_um=PIECE_UM, **options
+    )
+
+
+@pytest.mark.parametrize("frequency", ["count", "relative"])
+@pytest.mark.parametrize("exclude_border", [False, True])
+def test_table_path_equals_volume_path(population, frequency, exclude_border):
+    options = {"frequency": frequency, "exclude_border": exclude_border}
+    for bins in ([0.5, 1.5, 3.0, 6.0, 12.0], None):
+        expected = representativeness(
+            population, spacing=SPACING, piece_size_um=PIECE_UM, esd_bins_um=bins, **options
+        )
+        found = _from_table(population, esd_bins_um=bins, **options)
+        pd.testing.assert_frame_equal(found, expected, check_exact=True)
+    assert expected["total"].sum() > 20
+
+
+def test_table_path_with_resolution_cut_off_and_confidence(population):
+    options = {"resolution_um": 1.2, "confidence": 0.9}
+    expected = representativeness(population, spacing=SPACING, piece_size_um=PIECE_UM, **options)
+    pd.testing.assert_frame_equal(_from_table(population, **options), expected, check_exact=True)
+    assert expected["esd_min_um"].iloc[0] >= 2.4
+
+
+def test_table_path_centroids_on_piece_faces(population):
+    """A centroid with ``c + 1/2`` on a piece face belongs to the upper piece on both paths; a
+    centroid taken as ``c_um / spacing`` would miss it by rounding for this spacing."""
+    from corrtomo.measure import particle_table
+
+    table = particle_table(population, spacing=SPACING, surface=False)
+    c = table[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy() / np.array(SPACING)
+    face = np.rint((c + 0.5) / np.array([8, 12, 10])) * np.array([8, 12, 10])
+    on_face = np.isclose(c + 0.5, face, rtol=0, atol=1e-9) & (face > 0)
+    assert on_face.sum() >= 3
+    assert np.any(on_face & (c + 0.5 < face))  # the naive centroid falls in the lower piece
+
+
+def test_table_path_by_hand(volume):
+    """The docstring example and the hand-counted fixture: same numbers from the table."""
+    from corrtomo.measure import particle_table
+
+    two = np.zeros((4, 4, 8), dtype=np.uint32)
+    two[1:3, 1:3, 1:3] = 1
+    two[1:3, 1:3, 5:7] = 2
+    result = representativeness_from_table(
+        particle_table(two), volume_shape=two.shape, spacing=1.0, piece_size_um=4, esd_bins_um=[1, 4]
+    )
+    assert result[["n_pieces", "mean", "sem", "total"]].values.tolist() == [[2, 1.0, 0.0, 2]]
+    table = representativeness_from_table(
+        particle_table(volume), volume_shape=volume.shape, spacing=1.0, piece_size_um=4,
+        esd_bins_um=[1, 2, 3],
+    )
+    assert table["total"].tolist() == [8, 4]  # the straddling cube is in piece 1
+    assert_allclose(table["mean"], [2.0, 1.0])
+    assert_allclose(table["sem"], [np.sqrt(2.0 / 3.0) / 2] * 2)
+
+
+def test_table_path_bad_input(volume):
+    from corrtomo.measure import particle_table
+
+    table = particle_table(volume)
+    common = {"volume_shape": volume.shape, "spacing": 1.0, "piece_size_um": 4}
+    with pytest.raises(InputError, match="centroid_x_um"):
+        representativeness_from_table(table.drop(columns="centroid_x_um"), **common)
+    with pytest.raises(InputError, match="touches_border"):
+        representativeness_from_table(
+            table.drop(columns="touches_border"), exclude_border=True, **common
+        )
+    with pytest.raises(InputError, match="volume_shape"):
+        representativeness_from_table(table, **{**common, "volume_shape": (4, 16)})
+    with pytest.raises(InputError, match="frequency"):
+        representativeness_from_table(table, frequency="share", **common)
+    with pytest.raises(InputError, match="at least 2"):
+        representativeness_from_table(table, **{**common, "piece_size_um": 16})
+    with pytest.raises(InputError, match="table"):
+        representativeness_from_table(table.to_numpy(), **common)

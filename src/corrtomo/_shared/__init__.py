@@ -10,6 +10,7 @@ from ._atomic import (
 from ._errors import InputError
 from ._geometry import fibonacci_sphere
 from ._labels import MATRIX_LABEL, UNLABELLED
+from ._parallel import BlockRunner, WorkerLostWarning, WorkersLostError, connect_scheduler
 from ._rng import as_rng
 from ._spacing import normalize_spacing
 from ._transform import PlanePose, RigidTransform, sample_plane
@@ -17,12 +18,16 @@ from ._transform import PlanePose, RigidTransform, sample_plane
 __all__ = [
     "MATRIX_LABEL",
     "UNLABELLED",
+    "BlockRunner",
     "InputError",
     "PlanePose",
     "RigidTransform",
+    "WorkerLostWarning",
+    "WorkersLostError",
     "as_rng",
     "atomic_directory",
     "atomic_path",
+    "connect_scheduler",
     "fibonacci_sphere",
     "normalize_spacing",
     "sample_plane",

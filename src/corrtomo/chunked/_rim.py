@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._shared import InputError, normalize_spacing
+from .._shared import BlockRunner, InputError, normalize_spacing
 from ._blocks import block_grid, read_block, volume_shape
 
 
@@ -16,6 +16,7 @@ def correct_rim_phases_chunked(
     depth_um: float | None = None,
     chunks=None,
     out=None,
+    runner: BlockRunner | None = None,
 ):
     """:func:`corrtomo.segment.correct_rim_phases` of a numpy / Zarr / Dask volume, block by block.
 
@@ -41,8 +42,11 @@ def correct_rim_phases_chunked(
         Block shape (default: the phases' chunking).
     out : (Z, Y, X) uint8 array, optional
         Where to write (e.g. a Zarr array); default a new numpy array.
+    runner : corrtomo.BlockRunner, optional
+        Where the (independent) blocks run; a ``dask.distributed`` runner needs `out` to be a
+        Zarr array. Default: serially in this process.
     """
-    from ..segment import correct_rim_phases, rim_halo_voxels
+    from ..segment import rim_halo_voxels
 
     shape = volume_shape(phases, "phases")
     if volume_shape(foreground, "foreground") != shape:
@@ -51,10 +55,20 @@ def correct_rim_phases_chunked(
     halo = rim_halo_voxels(depth_um, spacing)
     grid = block_grid(shape, chunks, like=(phases, out))
     result = np.zeros(shape, dtype=np.uint8) if out is None else out
-    for index in grid:
-        core, box, inner = grid.box(index, halo)
-        block_phases = read_block(phases, box).astype(np.uint8, copy=False)
-        block_mask = read_block(foreground, box) != 0
-        corrected = correct_rim_phases(block_phases, block_mask, spacing=spacing, depth_um=depth_um)
-        result[core] = corrected[inner]
+    runner = BlockRunner() if runner is None else runner
+    if runner.kind == "distributed" and not hasattr(result, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
+    for _ in runner.map(_correct_block, list(grid), phases=phases, foreground=foreground, result=result, grid=grid,
+                        halo=halo, spacing=spacing, depth_um=depth_um):
+        pass
     return result
+
+
+def _correct_block(index, *, phases, foreground, result, grid, halo, spacing, depth_um) -> None:
+    from ..segment import correct_rim_phases
+
+    core, box, inner = grid.box(index, halo)
+    block_phases = read_block(phases, box).astype(np.uint8, copy=False)
+    block_mask = read_block(foreground, box) != 0
+    corrected = correct_rim_phases(block_phases, block_mask, spacing=spacing, depth_um=depth_um)
+    result[core] = corrected[inner]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from corrtomo._shared import InputError, normalize_spacing
+from corrtomo._shared import BlockRunner, InputError, normalize_spacing
 from corrtomo.segment import (
     Pillar,
     distance_map,
@@ -176,6 +176,60 @@ def _marker_keys(markers: np.ndarray, origin, shape) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def _segment_block(index, *, foreground, target, grid, shape, spacing, halo, max_halo, inside_pillar, rim, margin,
+                   top, smooth_um, marker_options, levels_per_voxel):
+    """Segment one block with its halo (doubled while a particle crosses the box, up to
+    `max_halo`), write the core's block-local labels into `target` and return the record the
+    global numbering needs: ``((ids, keys, counts, border keys), cut keys, grown, proven, halo)``.
+    """
+    import cc3d
+    import fastremap
+
+    connectivity = marker_options["connectivity"]
+    current = np.asarray(halo).copy()
+    grown = 0
+    while True:
+        core, box, inner = grid.box(index, current)
+        block = _read_foreground(foreground, box, inside_pillar)
+        distance = distance_map(block, spacing=spacing)
+        relief = smooth_distance(distance, spacing=spacing, sigma_um=smooth_um)
+        markers = _markers(relief, spacing=spacing, **marker_options)
+        del relief
+        labels = watershed_from_markers(distance, markers, spacing=spacing, connectivity=connectivity,
+                                        levels_per_voxel=levels_per_voxel, top_um=top)
+        del distance
+        local = labels[inner]
+        ids, counts = fastremap.unique(local, return_counts=True)
+        counts = counts[ids > 0].astype(np.int64)
+        ids = ids[ids > 0]
+        cut = np.intersect1d(ids, _cut_faces(labels, box, shape, 1))
+        if cut.size == 0 or np.all(current >= max_halo):
+            break
+        grown += 1
+        current = np.minimum(2 * current, max_halo)
+    keys = _marker_keys(markers, [s.start for s in box], shape)
+    del markers
+    clusters = cc3d.connected_components(block, connectivity=int(connectivity))
+    proven = int(np.intersect1d(fastremap.unique(clusters[inner]),
+                                _cut_faces(clusters, box, shape, margin)).max(initial=0) == 0)
+    del clusters, block
+    border = volume_faces(local, core, shape)
+    if rim is not None:
+        border = np.concatenate([border, local[:, rim[core[1], core[2]]].ravel()])
+    border = np.unique(border)
+    if ids.size and int(ids[-1]) > np.iinfo(np.dtype(target.dtype)).max:
+        raise InputError(f"dtype {target.dtype} cannot hold {int(ids[-1])} block labels", source="out")
+    target[core] = local
+    return (ids, keys[ids], counts, keys[border[border > 0]]), keys[cut], grown, proven, current
+
+
+def _relabel_block(item, *, target, grid) -> None:
+    """Block-local labels -> global labels through the block's lookup table."""
+    index, lut = item
+    core = grid.slices(index)
+    target[core] = np.take(lut, read_block(target, core))
+
+
 def separate_particles_chunked(
     foreground,
     *,
@@ -193,6 +247,7 @@ def separate_particles_chunked(
     connectivity: int = 26,
     pillar: Pillar | None = None,
     levels_per_voxel: int = 4,
+    runner: BlockRunner | None = None,
 ) -> ChunkedParticleSegmentation:
     """Split a particle foreground into particles block by block, as the in-memory chain does.
 
@@ -220,6 +275,11 @@ def separate_particles_chunked(
     levels_per_voxel : int
         Grey levels per smallest voxel of the watershed queue
         (:func:`~corrtomo.segment.watershed_from_markers`).
+    runner : corrtomo.BlockRunner, optional
+        Where passes 2 and 3 run their blocks (threads or a ``dask.distributed`` cluster, which
+        needs `out` to be a Zarr array every worker can open). Blocks are independent in these
+        passes and their records are merged in block order, so the labels are identical to a
+        serial run's. Default: serially in this process.
 
     Returns
     -------
@@ -301,8 +361,6 @@ def separate_particles_chunked(
     >>> result.n_particles, result.n_cut_particles, result.info["n_blocks"]
     (2, 0, 45)
     """
-    import cc3d
-    import fastremap
 
     timings = {"top_s": 0.0, "segment_s": 0.0, "relabel_s": 0.0}
     shape = volume_shape(foreground, "foreground")
@@ -358,46 +416,21 @@ def separate_particles_chunked(
     n_grown = 0
     n_proven = 0
     largest_halo = halo.copy()
-    for index in grid:
-        current = halo.copy()
-        while True:
-            core, box, inner = grid.box(index, current)
-            block = _read_foreground(foreground, box, inside_pillar)
-            distance = distance_map(block, spacing=spacing)
-            relief = smooth_distance(distance, spacing=spacing, sigma_um=smooth_um)
-            markers = _markers(relief, spacing=spacing, method=method, h_um=h_um,
-                               min_distance_um=min_distance_um, core_fraction=core_fraction,
-                               connectivity=connectivity)
-            del relief
-            labels = watershed_from_markers(distance, markers, spacing=spacing, connectivity=connectivity,
-                                            levels_per_voxel=levels_per_voxel, top_um=top)
-            del distance
-            local = labels[inner]
-            ids, counts = fastremap.unique(local, return_counts=True)
-            counts = counts[ids > 0].astype(np.int64)
-            ids = ids[ids > 0]
-            cut = np.intersect1d(ids, _cut_faces(labels, box, shape, 1))
-            if cut.size == 0 or np.all(current >= max_halo):
-                break
-            n_grown += 1
-            current = np.minimum(2 * current, max_halo)
+    runner = BlockRunner() if runner is None else runner
+    if runner.kind == "distributed" and not hasattr(target, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
+    tasks = runner.map(_segment_block, list(grid), foreground=foreground, target=target, grid=grid, shape=shape,
+                       spacing=spacing, halo=halo, max_halo=max_halo, inside_pillar=inside_pillar, rim=rim,
+                       margin=margin, top=top, smooth_um=smooth_um,
+                       marker_options={"method": method, "h_um": h_um, "min_distance_um": min_distance_um,
+                                       "core_fraction": core_fraction, "connectivity": connectivity},
+                       levels_per_voxel=levels_per_voxel)
+    for record, cut, grown, proven, current in tasks:
+        records.append(record)
+        cut_keys.append(cut)
+        n_grown += grown
+        n_proven += proven
         largest_halo = np.maximum(largest_halo, current)
-        keys = _marker_keys(markers, [s.start for s in box], shape)
-        del markers
-        clusters = cc3d.connected_components(block, connectivity=int(connectivity))
-        n_proven += int(np.intersect1d(fastremap.unique(clusters[inner]),
-                                       _cut_faces(clusters, box, shape, margin)).max(initial=0) == 0)
-        del clusters, block
-        cut_keys.append(keys[cut])
-        border = volume_faces(local, core, shape)
-        if rim is not None:
-            border = np.concatenate([border, local[:, rim[core[1], core[2]]].ravel()])
-        border = np.unique(border)
-        records.append((ids, keys[ids], counts, keys[border[border > 0]]))
-        if ids.size and int(ids[-1]) > np.iinfo(np.dtype(target.dtype)).max:
-            raise InputError(f"dtype {target.dtype} cannot hold {int(ids[-1])} block labels", source="out")
-        target[core] = local
-        del labels, local
     timings["segment_s"] = time.perf_counter() - start
 
     # pass 3: global numbering (vectorised over labels), then relabel each block
@@ -417,11 +450,13 @@ def separate_particles_chunked(
     border_keys = np.concatenate([r[3] for r in records] + [np.zeros(0, np.int64)])
     touches[final[np.searchsorted(unique_keys, border_keys)]] = True
     touches[0] = False
-    for index, (ids, keys, _, _) in zip(grid, records, strict=True):
-        core = grid.slices(index)
+    luts = []
+    for ids, keys, _, _ in records:
         lut = np.zeros(int(ids.max(initial=0)) + 1, dtype=np.dtype(target.dtype))
         lut[ids] = final[np.searchsorted(unique_keys, keys)]
-        target[core] = np.take(lut, read_block(target, core))
+        luts.append(lut)
+    for _ in runner.map(_relabel_block, list(zip(grid, luts, strict=True)), target=target, grid=grid):
+        pass
     timings["relabel_s"] = time.perf_counter() - start
 
     cut_keys = np.unique(np.concatenate(cut_keys))

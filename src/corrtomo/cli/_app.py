@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-from .._shared import InputError
+from .._shared import InputError, WorkersLostError
 
 app = typer.Typer(
     name="corrtomo",
@@ -61,6 +61,9 @@ def run_app(argv: list[str]) -> int:
     except KeyboardInterrupt:
         typer.echo("corrtomo: interrupted; finished outputs are kept, re-run to resume", err=True)
         return 130
+    except WorkersLostError as error:
+        typer.echo(f"corrtomo: error: {error}", err=True)
+        return 1
     except Exception as error:
         # click's usage errors (typer may vendor its own click): they know how to show themselves
         if hasattr(error, "show") and hasattr(error, "exit_code"):

@@ -40,13 +40,18 @@ def run_command(
     from_stage: str | None = typer.Option(None, "--from", help="Redo this stage and all after it."),
     until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or log lines (run.log is kept)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Where the chunked path runs its blocks: threads, processes (a local cluster) or "
+        "a dask.distributed scheduler tcp://HOST:PORT (overrides execution.scheduler)."),
+    workers: int | None = typer.Option(None, "--workers", help="Parallel workers (overrides execution.workers)."),
 ) -> None:
     from ..pipeline import load_config, run_pipeline
 
     settings = load_config(config)
     outdir = outdir if outdir is not None else config.parent / "run"
     with stage_progress(quiet=quiet) as progress:
-        result = run_pipeline(settings, outdir, from_stage=from_stage, until=until, quiet=quiet, progress=progress)
+        result = run_pipeline(settings, outdir, from_stage=from_stage, until=until, quiet=quiet, progress=progress,
+                              scheduler=scheduler, workers=workers)
     _finish(result, quiet)
 
 

@@ -16,6 +16,7 @@ from ._liberation import (
 from ._spectra import GRADE_CLASSES, grain_particle_volume, liberation_spectrum, size_distribution
 from ._stereology import (
     SectionStack,
+    composition_from_table,
     composition_table,
     section_liberation,
     section_particle_table,
@@ -27,6 +28,7 @@ __all__ = [
     "GRADE_CLASSES",
     "LIBERATION_COLUMNS",
     "SectionStack",
+    "composition_from_table",
     "composition_table",
     "geometric_size_bins",
     "grain_particle_volume",

@@ -27,6 +27,13 @@ _MAX_CHUNK_VOXELS = 1 << 22
 # --------------------------------------------------------------------------------------------
 
 
+def _is_lazy(image) -> bool:
+    """A Zarr or Dask array (or any array-like read by slicing): never turned into one array."""
+    return not isinstance(image, np.ndarray) and all(
+        hasattr(image, name) for name in ("shape", "dtype", "ndim", "__getitem__")
+    )
+
+
 def _check_label_pair(
     particles: np.ndarray, phases: np.ndarray, *, ndim: int | None = None
 ) -> None:
@@ -40,8 +47,48 @@ def _check_label_pair(
     for name, image in (("particles", particles), ("phases", phases)):
         if not (np.issubdtype(image.dtype, np.integer) or image.dtype == bool):
             raise InputError(f"labels must be integers, got {image.dtype}", source=name)
+        if _is_lazy(image):  # no pass over a lazy volume here: sections are checked once read
+            continue
         if image.size and np.issubdtype(image.dtype, np.signedinteger) and image.min() < 0:
             raise InputError("labels must be non-negative", source=name)
+
+
+def _present_phase_ids(phases) -> np.ndarray:
+    """Sorted phase ids present in a volume; a lazy volume is read slab by slab along axis 0."""
+    if not _is_lazy(phases):
+        return np.unique(phases)
+    plane = int(np.prod(phases.shape[1:], dtype=np.int64)) or 1
+    step = max(1, _MAX_CHUNK_VOXELS // plane)
+    ids = np.zeros(0, dtype=phases.dtype)
+    for start in range(0, phases.shape[0], step):  # loop over slabs
+        ids = np.union1d(ids, np.unique(np.asarray(phases[start : start + step])))
+    return ids
+
+
+def _read_planes(image, index: np.ndarray, axis: int) -> np.ndarray:
+    """``np.moveaxis(np.take(image, index, axis), axis, 0)``, reading one plane of `image` at a time."""
+    unique, inverse = np.unique(index, return_inverse=True)
+    key = [slice(None)] * image.ndim
+    planes = []
+    for i in unique:  # loop over planes: a Zarr array reads only the chunks a plane crosses
+        key[axis] = int(i)
+        planes.append(np.asarray(image[tuple(key)]))
+    return np.stack(planes)[inverse.ravel()]
+
+
+def _read_points(image, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``image[z, y, x]`` for coordinate arrays; a lazy volume by coordinate (``vindex``) reads."""
+    if not _is_lazy(image):
+        return image[z, y, x]
+    if not hasattr(image, "vindex"):
+        raise InputError(
+            f"oblique sections of a lazy {type(image).__name__} need point reads (vindex); "
+            "use orientation='axis' or a Zarr/Dask array",
+            source="orientation",
+        )
+    if z.size == 0:
+        return np.zeros(0, dtype=image.dtype)
+    return np.asarray(image.vindex[z, y, x])
 
 
 def _phase_lookup(
@@ -163,6 +210,95 @@ def composition_table(
     )
 
 
+def composition_from_table(
+    table: pd.DataFrame,
+    *,
+    spacing: float | Sequence[float] = 1.0,
+    phase_names: Mapping[int, str] | None = None,
+    volume_shape: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """The :func:`composition_table` of a volume from its particle table, without reading the volume.
+
+    For volumes too large to read whole: the ``particles.csv`` table (from
+    :func:`corrtomo.measure.particle_table` or its block-by-block twin) already holds every
+    column that :func:`composition_table` computes, so :func:`stereology_comparison` can take this
+    result as its `composition` and read only the planes it samples.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per particle of the whole volume: ``label``, ``volume_voxels``, ``vf_<name>`` for
+        every phase of `phase_names`, and ``touches_border`` (without `volume_shape`) or the
+        half-open voxel box ``bbox_min_z .. bbox_max_x`` (with it).
+    spacing : float or (3,) sequence
+        Voxel size in micrometres, (z, y, x).
+    phase_names : mapping of int to str, optional
+        The phase names given to :func:`stereology_comparison`; default every ``vf_<name>`` column
+        but ``vf_unassigned``, in table order.
+    volume_shape : (3,) sequence of int, optional
+        Shape of the measured volume. Given, ``touches_border`` is recomputed from the boxes as a
+        voxel on a face of the volume - :func:`composition_table`'s definition - so flags that a
+        table gained later (e.g. the pipeline's pillar wall) are not carried over.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`composition_table` (``label, volume_voxels, volume_um3, esd_um,
+        touches_border, vf_<phase>``), sorted by label; equal to ``composition_table(particles,
+        phases, ...)`` of the volume the table was measured on.
+
+    Notes
+    -----
+    ``V = n v`` with ``n`` the voxel count and ``v`` the voxel volume, ``ESD = (6 V / pi)^(1/3)``,
+    computed here as in :func:`composition_table`; the volume fractions ``n_i / n`` are the
+    table's (the same division of the same integer counts).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"expected a DataFrame, got {type(table).__name__}", source="table")
+    if phase_names is None:
+        names = [
+            c[len(VF_PREFIX) :]
+            for c in table.columns
+            if str(c).startswith(VF_PREFIX) and c != VF_PREFIX + "unassigned"
+        ]
+    else:
+        names = [str(phase_names[k]) for k in sorted(phase_names, key=int)]
+    box = [f"bbox_{end}_{a}" for end in ("min", "max") for a in "zyx"]
+    needed = ["label", "volume_voxels", *(VF_PREFIX + n for n in names)]
+    needed += ["touches_border"] if volume_shape is None else box
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(f"the particle table lacks columns {missing}", source="table")
+    spacing_zyx = normalize_spacing(spacing, 3)
+    table = table.sort_values("label", kind="stable")
+    n = table["volume_voxels"].to_numpy(dtype=np.float64)
+    volume = n * float(np.prod(spacing_zyx))
+    if volume_shape is None:
+        border = table["touches_border"].to_numpy(dtype=bool)
+    else:
+        shape = np.asarray(volume_shape, dtype=np.int64).ravel()
+        if shape.size != 3:
+            raise InputError(
+                f"volume_shape must be three integers, got {shape.tolist()}", source="volume_shape"
+            )
+        low = table[box[:3]].to_numpy(dtype=np.int64)
+        high = table[box[3:]].to_numpy(dtype=np.int64)
+        border = np.any((low == 0) | (high == shape[None, :]), axis=1)
+    return pd.DataFrame(
+        {
+            "label": table["label"].to_numpy(dtype=np.int64),
+            "volume_voxels": n.astype(np.int64),
+            "volume_um3": volume,
+            "esd_um": np.cbrt(6.0 * volume / np.pi),
+            "touches_border": border,
+            **{
+                VF_PREFIX + name: table[VF_PREFIX + name].to_numpy(dtype=np.float64)
+                for name in names
+            },
+        }
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # virtual sections
 # --------------------------------------------------------------------------------------------
@@ -216,8 +352,9 @@ def virtual_sections(
 
     Parameters
     ----------
-    particles, phases : (P, M, N) ndarray of int
-        Particle labels and phase ids, (z, y, x).
+    particles, phases : (P, M, N) ndarray, zarr.Array or dask.array.Array of int
+        Particle labels and phase ids, (z, y, x). A lazy (Zarr/Dask) volume is never read whole:
+        axis slices read only their planes, resampled sections only their points (``vindex``).
     n_planes : int
         Number of planes.
     orientation : {"axis", "random"}
@@ -241,10 +378,17 @@ def virtual_sections(
     -------
     SectionStack
         Sections of shape (n_planes, H, W). Axis slices keep the voxel grid; resampled sections are
-        square and large enough to hold the volume's cut at any position.
+        square and large enough to hold the volume's cut at any position. The same for a volume
+        in memory and the same volume lazy (same random draws, same planes).
+
+    Raises
+    ------
+    InputError
+        Mismatched shapes, non-3D or non-integer labels, bad `n_planes`, `axis`, `orientation`,
+        `normal` or `pixel_size_um`; resampled sections of a lazy array without ``vindex``.
     """
-    particles = np.asarray(particles)
-    phases = np.asarray(phases)
+    particles = particles if _is_lazy(particles) else np.asarray(particles)
+    phases = phases if _is_lazy(phases) else np.asarray(phases)
     _check_label_pair(particles, phases, ndim=3)
     spacing_zyx = normalize_spacing(spacing, 3)
     if int(n_planes) < 1:
@@ -259,8 +403,8 @@ def virtual_sections(
         step = shape[axis] / n_planes
         index = np.floor(generator.uniform(0.0, step) + step * np.arange(n_planes)).astype(np.int64)
         index = np.clip(index, 0, shape[axis] - 1)
-        section_particles = np.moveaxis(np.take(particles, index, axis=axis), axis, 0)
-        section_phases = np.moveaxis(np.take(phases, index, axis=axis), axis, 0)
+        section_particles = _read_planes(particles, index, axis)
+        section_phases = _read_planes(phases, index, axis)
         rows_axis, columns_axis = (a for a in range(3) if a != axis)
         eye = np.eye(3)
         poses = tuple(
@@ -317,8 +461,8 @@ def virtual_sections(
         index = np.rint(pose.points((side, side))).astype(np.int64)
         inside = np.all((index >= 0) & (index < shape), axis=-1)
         z, y, x = index[inside].T
-        out_particles[k][inside] = particles[z, y, x]
-        out_phases[k][inside] = phases[z, y, x]
+        out_particles[k][inside] = _read_points(particles, z, y, x)
+        out_phases[k][inside] = _read_points(phases, z, y, x)
         valid[k] = inside
     return SectionStack(
         particles=out_particles,
@@ -523,6 +667,21 @@ def section_liberation(
     return _area_columns(result)
 
 
+def _check_composition(
+    composition: pd.DataFrame, phase_names: Mapping[int, str], exclude_border: bool
+) -> pd.DataFrame:
+    if not isinstance(composition, pd.DataFrame):
+        raise InputError(
+            f"expected a DataFrame, got {type(composition).__name__}", source="composition"
+        )
+    needed = ["label", "esd_um", *(VF_PREFIX + str(n) for n in phase_names.values())]
+    needed += ["touches_border"] if exclude_border else []
+    missing = [c for c in needed if c not in composition.columns]
+    if missing:
+        raise InputError(f"the composition table lacks columns {missing}", source="composition")
+    return composition
+
+
 def stereology_comparison(
     particles: np.ndarray,
     phases: np.ndarray,
@@ -539,13 +698,16 @@ def stereology_comparison(
     min_esd_um: float = 0.0,
     size_2d: Literal["section", "parent"] = "section",
     rng: np.random.Generator | int | None = None,
+    composition: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """2D (virtual sections) next to 3D liberation degree per phase and size class.
 
     Parameters
     ----------
-    particles, phases : (P, M, N) ndarray of int
-        Particle labels and phase ids (z, y, x).
+    particles, phases : (P, M, N) ndarray, zarr.Array or dask.array.Array of int
+        Particle labels and phase ids (z, y, x). Lazy (Zarr/Dask) volumes are never read whole:
+        they need `composition`, and only the sampled planes (or, for resampled sections, their
+        points) are read.
     spacing : float or (3,) sequence
         Voxel size in micrometres.
     phase_names : mapping of int to str, optional
@@ -570,6 +732,11 @@ def stereology_comparison(
         the 3D particle it was cut from (isolates the bias from sectioning).
     rng : Generator or int or None
         Random generator or seed of the section positions and orientations.
+    composition : DataFrame, optional
+        The 3D per-particle table of the whole volume, as :func:`composition_table` would compute
+        it (e.g. :func:`composition_from_table` of the measured particle table); default computed
+        from the volumes. Required for lazy volumes. The result is the same either way: the
+        random draws do not depend on it.
 
     Returns
     -------
@@ -578,19 +745,37 @@ def stereology_comparison(
         ``phase, esd_min_um, esd_max_um, n_particles_3d, ld_3d, n_particles_2d, ld_2d,
         ld_difference`` (2D minus 3D; positive is the stereological overestimate).
 
+    Raises
+    ------
+    InputError
+        Lazy volumes without `composition`, a `composition` lacking columns, nothing left after
+        filtering, and the errors of :func:`virtual_sections`.
+
     References
     ----------
     .. [1] Englisch S. et al., seed paper (``shared/seeds/000_22e43a0dd9515ebb.txt``), Sec. 2.3.4 and the introduction
            on the stereological bias; Ueda T., Oki T., Koyanaka S. (2018), Adv. Powder Technol. 29,
            462-470.
     """
-    particles = np.asarray(particles)
-    phases = np.asarray(phases)
+    lazy = _is_lazy(particles) or _is_lazy(phases)
+    particles = particles if _is_lazy(particles) else np.asarray(particles)
+    phases = phases if _is_lazy(phases) else np.asarray(phases)
+    if lazy and composition is None:
+        raise InputError(
+            "lazy (Zarr/Dask) volumes need the precomputed 3D table: pass composition= "
+            "(composition_from_table of the particle table)",
+            source="composition",
+        )
+    if composition is not None:  # else composition_table checks them
+        _check_label_pair(particles, phases, ndim=3)
     generator = as_rng(rng)
     if phase_names is None:
-        ids = np.unique(phases)
+        ids = _present_phase_ids(phases)
         phase_names = {int(k): f"phase{int(k)}" for k in ids[ids > 0]}
-    table3d = composition_table(particles, phases, spacing=spacing, phase_names=phase_names)
+    if composition is None:
+        table3d = composition_table(particles, phases, spacing=spacing, phase_names=phase_names)
+    else:
+        table3d = _check_composition(composition, phase_names, exclude_border)
     counted = table3d
     if exclude_border:
         counted = counted[~counted["touches_border"].to_numpy(dtype=bool)]

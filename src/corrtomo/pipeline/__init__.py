@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .. import __version__
 from .._shared import InputError
 from ._config import RunConfig, config_template, load_config, parse_config
@@ -98,6 +100,8 @@ def run_pipeline(
     until: str | None = None,
     quiet: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Run (or resume) the pipeline of `config` in `run_dir`.
 
@@ -115,13 +119,31 @@ def run_pipeline(
         No log lines on stderr (``run.log`` is always written).
     progress : callable, optional
         ``progress(step, done, total)`` for progress bars.
+    scheduler, workers : optional
+        Override ``execution.scheduler`` / ``execution.workers`` (``--scheduler``,
+        ``--workers``): where the chunked path runs its blocks. The results do not depend on
+        them, so changing them re-runs nothing.
     """
     if not isinstance(config, RunConfig):
         config = load_config(config)
+    if scheduler is not None or workers is not None:
+        changes = {k: v for k, v in (("scheduler", scheduler), ("workers", workers)) if v is not None}
+        try:
+            execution = type(config.execution).model_validate({**config.execution.model_dump(), **changes})
+        except ValidationError as error:
+            first = error.errors()[0]
+            flag = "--" + str(first["loc"][0]) if first.get("loc") else "--scheduler"
+            raise InputError(first["msg"], source=flag) from None
+        config = config.model_copy(update={"execution": execution})
     for flag, name in (("--from", from_stage), ("--until", until)):  # before the run folder is made
         if name is not None and name not in STAGE_NAMES:
             raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}", source=flag)
     check_inputs(config)
+    address = config.execution.scheduler
+    if address is not None and "://" in address:  # a cluster that does not answer stops the run before any work
+        from .._shared import connect_scheduler
+
+        connect_scheduler(address, timeout_s=10.0).close()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("exists and is not a folder", source=run_dir)
@@ -132,7 +154,11 @@ def run_pipeline(
             log.info("removed %d unfinished stage folder(s) of an interrupted run", len(removed))
         (run_dir / "config.yaml").write_text(_config_yaml(config))
         context = RunContext(config=config, run_dir=run_dir, progress=progress)
-        records = execute(STAGES, context, run_dir, version=__version__, from_stage=from_stage, only_until=until)
+        try:
+            records = execute(STAGES, context, run_dir, version=__version__, from_stage=from_stage,
+                              only_until=until)
+        finally:
+            context.close()
     current = {r.stage for r in records}  # publish only what this run brought up to date
     report = _publish(run_dir, "report", "report.html") if "report" in current else None
     summary = _publish(run_dir, "analysis", "summary.json") if "analysis" in current else None

@@ -167,6 +167,23 @@ class ExecutionOptions(_Strict):
         "auto", description="auto: chunked when the in-memory path would not fit in memory_fraction of RAM")
     chunk: int = Field(128, ge=8, description="block edge (voxels) of the chunked path")
     memory_fraction: float = Field(0.5, gt=0, le=1, description="share of the available memory auto may plan for")
+    workers: int = Field(1, ge=1, description="parallel workers for the chunked path's independent blocks")
+    scheduler: str | None = Field(
+        None, description="where chunked blocks run: null (serial; with workers > 1 a local cluster of worker "
+        "processes), threads, processes, or a dask.distributed scheduler address tcp://HOST:PORT")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value):
+        if value is None or value in ("threads", "processes") or "://" in value:
+            return value
+        raise ValueError(f"use null, threads, processes or an address like tcp://HOST:PORT, got {value!r}")
+
+    def runner_settings(self) -> tuple[int, str | None]:
+        """(workers, scheduler) for :class:`corrtomo.BlockRunner`."""
+        if self.scheduler is None and self.workers > 1:
+            return self.workers, "processes"
+        return self.workers, self.scheduler
 
 
 class RunConfig(_Strict):

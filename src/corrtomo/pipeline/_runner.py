@@ -97,14 +97,37 @@ def stage_key(name: str, version: str, params: Any, inputs: Mapping[str, str]) -
 # ------------------------------------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
+def _children(pid: str) -> list[str]:
+    found = []
     try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        import resource
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(handle.read().split())
+    except OSError:
+        pass
+    return found
 
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+def _rss_bytes() -> int:
+    """Resident memory of this process and its descendants (local dask workers are counted)."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    total = 0
+    pending = ["self"]
+    seen = 0
+    while pending and seen < 256:
+        pid = pending.pop()
+        seen += 1
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            if pid == "self":  # pragma: no cover - not Linux
+                import resource
+
+                return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+            continue
+        pending.extend(_children("self" if pid == "self" else pid))
+    return total
 
 
 class PeakMemory:

@@ -32,6 +32,23 @@ class RunContext:
     progress: Progress | None = None
     results: dict[str, dict] = field(default_factory=dict)
     records: list = field(default_factory=list)  # StageRecord of every stage so far in this run
+    block_runner: Any = None  # BlockRunner, made on first use by a chunked stage
+
+    @property
+    def runner(self):
+        """Where the chunked stages run their independent blocks (see ``execution.workers``)."""
+        if self.block_runner is None:
+            from .._shared import BlockRunner
+
+            workers, scheduler = self.config.execution.runner_settings()
+            self.block_runner = BlockRunner(workers, scheduler)
+            LOGGER.info("chunked blocks run %s", self.block_runner.description)
+        return self.block_runner
+
+    def close(self) -> None:
+        if self.block_runner is not None:
+            self.block_runner.close()
+            self.block_runner = None
 
     def path(self, stage: str, name: str) -> Path:
         return self.run_dir / stage / name
@@ -164,6 +181,19 @@ def open_volume(path: Path, given: np.ndarray | None, key: str):
     return volume
 
 
+def _check_input_chunks(data, config: RunConfig, path: Path) -> None:
+    """Stop before work when one chunk of the input store cannot be read within the memory budget
+    (every block read decompresses whole chunks; a store written as one chunk, or as slabs of
+    the whole volume, would be read whole for every block)."""
+    largest = [max(c) for c in data.chunks]
+    need = math.prod(largest) * max(np.dtype(data.dtype).itemsize, 4)  # read, then converted to float32
+    budget = config.execution.memory_fraction * available_memory_bytes() / 4
+    if need > budget:
+        raise InputError(f"one chunk of the store ({' x '.join(map(str, largest))} voxels) needs "
+                         f"{need / 1e9:.2f} GB, more than the {budget / 1e9:.2f} GB a block may use; rechunk it "
+                         f"(e.g. {config.execution.chunk}^3 chunks) or raise execution.memory_fraction", source=path)
+
+
 def _run_volume(context: RunContext, out: Path) -> dict:
     config = context.config
     paths = _ct_paths(config)
@@ -177,6 +207,7 @@ def _run_volume(context: RunContext, out: Path) -> dict:
 
         data = volumes[0].data
         data = data if isinstance(data, da.Array) else da.from_array(data, chunks=config.execution.chunk)
+        _check_input_chunks(data, config, paths[0])
         check_finite(data, source=paths[0])
         data = data.astype(np.float32)
         _zarr(out / "ct.ome.zarr", data, spacing, config.output.chunk)
@@ -457,11 +488,12 @@ def _run_phases(context: RunContext, out: Path) -> dict:
         foreground = context.lazy("foreground", "foreground.ome.zarr")
         raw = context.work_array(out, "raw", np.uint8)
         classifier.predict(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, foreground=foreground,
-                           out=raw, block_shape=context.chunks, progress=context.progress)
+                           out=raw, block_shape=context.chunks, progress=context.progress, runner=context.runner)
         phases = raw
         if depth_um:
             phases = context.work_array(out, "phases", np.uint8)
-            correct_rim_phases_chunked(raw, foreground, spacing=spacing, depth_um=depth_um, out=phases)
+            correct_rim_phases_chunked(raw, foreground, spacing=spacing, depth_um=depth_um, out=phases,
+                                       runner=context.runner)
         counts = _block_sum(phases, minlength=256)
         _zarr(out / "phases.ome.zarr", phases, spacing, chunk)
         mean_uncertainty = None
@@ -505,7 +537,7 @@ def _run_particles(context: RunContext, out: Path) -> dict:
         segmentation = separate_particles_chunked(
             context.lazy("foreground", "foreground.ome.zarr"), spacing=spacing, chunks=context.chunks, out=labels,
             method=options.method, h_um=options.h_um, resolution_um=options.resolution_um,
-            pillar=load_pillar(context))
+            pillar=load_pillar(context), runner=context.runner)
         extra = {"exact": bool(segmentation.exact), "n_cut_particles": int(segmentation.n_cut_particles)}
     else:
         from ..segment import separate_particles
@@ -568,6 +600,26 @@ def _piece_size(context: RunContext) -> np.ndarray:
     return np.asarray(context.results["volume"]["shape"], dtype=float) * context.spacing() / 4.0
 
 
+def _sections_and_pieces_chunked(context: RunContext, table, sections: dict):
+    """Stereology and representativeness with no volume read whole: the 3D side and the pieces
+    come from the measured particle table, the 2D side reads only the sampled planes (Zarr)."""
+    from ..liberation import composition_from_table, stereology_comparison
+    from ..stats import representativeness_from_table
+
+    particles = context.lazy("particles", "particles.ome.zarr")
+    phases = context.lazy("phases", "phases.ome.zarr")
+    shape = tuple(int(n) for n in particles.shape)
+    # border from the boxes (volume faces only), as composition_table finds it in memory: the
+    # table's flag also holds the pillar wall
+    composition = composition_from_table(table, spacing=sections["spacing"], phase_names=sections["phase_names"],
+                                         volume_shape=shape)
+    stereology = stereology_comparison(particles, phases, composition=composition, **sections)
+    pieces = representativeness_from_table(table, volume_shape=shape, spacing=sections["spacing"],
+                                           piece_size_um=_piece_size(context),
+                                           esd_bins_um=context.config.stages.analysis.size_bins_um)
+    return stereology, pieces
+
+
 def _run_analysis(context: RunContext, out: Path) -> dict:
     import pandas as pd
 
@@ -596,15 +648,20 @@ def _run_analysis(context: RunContext, out: Path) -> dict:
                              **common), out / "size_distribution")
     _table(pd.concat([grain_particle_volume(grains_df, table, n, **common).assign(phase=n) for n in names],
                      ignore_index=True), out / "grain_particle_volume")
-    particles = context.read("particles", "particles.ome.zarr")
-    phases = context.read("phases", "phases.ome.zarr")
     spacing = context.spacing()
-    _table(stereology_comparison(particles, phases, spacing=spacing, phase_names=context.phase_names(),
-                                 threshold=options.threshold, size_bins_um=options.size_bins_um,
-                                 n_planes=options.stereology_planes, rng=options.seed, **common),
-           out / "stereology")
-    _table(representativeness(particles, spacing=spacing, piece_size_um=_piece_size(context),
-                              esd_bins_um=options.size_bins_um), out / "representativeness")
+    sections = {"spacing": spacing, "phase_names": context.phase_names(), "threshold": options.threshold,
+                "size_bins_um": options.size_bins_um, "n_planes": options.stereology_planes, "rng": options.seed,
+                **common}
+    if context.chunked:
+        stereology, pieces = _sections_and_pieces_chunked(context, table, sections)
+    else:
+        particles = context.read("particles", "particles.ome.zarr")
+        phases = context.read("phases", "phases.ome.zarr")
+        stereology = stereology_comparison(particles, phases, **sections)
+        pieces = representativeness(particles, spacing=spacing, piece_size_um=_piece_size(context),
+                                    esd_bins_um=options.size_bins_um)
+    _table(stereology, out / "stereology")
+    _table(pieces, out / "representativeness")
     summary = measurement_summary(table, liberation, phases=names, spacing=spacing, threshold=options.threshold,
                                   include_border=options.include_border, n_grains=len(grains_df))
     summary["name"] = context.config.name
@@ -786,7 +843,7 @@ def _no_inputs(config: RunConfig) -> dict[str, Path]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("volume", (), lambda c: {"voxel_size_um": c.ct.voxel_size_um, "stitch": c.stages.stitch.model_dump(),
-                                   "chunk": c.output.chunk, "execution": c.execution.model_dump()},
+                                   "chunk": c.output.chunk, "execution": c.execution.model_dump(exclude={"workers", "scheduler"})},
           lambda c: {f"ct{i}": p for i, p in enumerate(_ct_paths(c))}, _run_volume),
     Stage("foreground", ("volume",), _options("foreground"), _no_inputs, _run_foreground),
     Stage("sections", (), lambda c: {"eds": c.stages.eds.model_dump(), "matrix": c.matrix,

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._shared import (
     MATRIX_LABEL,
+    BlockRunner,
     InputError,
     as_rng,
     atomic_path,
@@ -348,17 +349,22 @@ class PhaseClassifier:
         return_probabilities: bool = False,
         out: Any = None,
         progress: Progress | None = None,
+        runner: BlockRunner | None = None,
     ) -> Any:
         """Phase ids of every voxel (uint8; 0 = matrix or outside the foreground).
 
         See :meth:`predict_proba` for the parameters; with ``return_probabilities=True`` the
-        :class:`PhasePrediction` is returned instead of the phase volume.
+        :class:`PhasePrediction` is returned instead of the phase volume. `runner` (a
+        :class:`corrtomo.BlockRunner`) spreads the blocks over threads or a ``dask.distributed``
+        cluster (which needs `out` to be a Zarr array on a path every worker sees); the phases
+        are identical to a serial run's.
         """
         if return_probabilities:
             return self.predict_proba(image, spacing=spacing, foreground=foreground, block_shape=block_shape,
                                       out=out, progress=progress)
         return self._run(image, spacing=spacing, foreground=foreground, block_shape=block_shape,
-                         probabilities=False, uncertainty="margin", out=out, progress=progress).phases
+                         probabilities=False, uncertainty="margin", out=out, progress=progress,
+                         runner=runner).phases
 
     def predict_foreground(
         self,
@@ -386,7 +392,8 @@ class PhaseClassifier:
         phases = self.predict(image, spacing=spacing, block_shape=block_shape, progress=progress)
         return phases != 0
 
-    def _run(self, image, *, spacing, foreground, block_shape, probabilities, uncertainty, out, progress):
+    def _run(self, image, *, spacing, foreground, block_shape, probabilities, uncertainty, out, progress,
+             runner=None):
         if uncertainty not in ("margin", "entropy"):
             raise InputError(f"uncertainty must be 'margin' or 'entropy', got {uncertainty!r}", source="uncertainty")
         data = check_image(image)
@@ -397,11 +404,8 @@ class PhaseClassifier:
             raise InputError("this classifier was trained inside a foreground; pass foreground=", source="foreground")
         blocks = _block_shape(block_shape, shape)
         halo = self.settings.halo_voxels(spacing)
-        ids = np.asarray(self.class_ids, dtype=np.int64)
-        lut = np.where(ids == MATRIX_LABEL, 0, ids).astype(np.uint8)
-        minerals = np.flatnonzero(ids != MATRIX_LABEL)
-        matrix = np.flatnonzero(ids == MATRIX_LABEL)
-        n_classes = ids.size
+        matrix = _class_layout(self.class_ids)[2]
+        n_classes = len(self.class_ids)
         phases = np.zeros(shape, dtype=np.uint8) if out is None else out
         if tuple(phases.shape) != shape:
             raise InputError(f"output shape {tuple(phases.shape)} differs from {shape}", source="out")
@@ -412,38 +416,27 @@ class PhaseClassifier:
                 proba_volume[matrix[0]] = 1.0
             uncertainty_volume = np.zeros(shape, dtype=np.float32)
         all_blocks = list(iter_blocks(shape, blocks))
+        if not probabilities:  # phases only: blocks are independent, the runner may spread them
+            runner = BlockRunner() if runner is None else runner
+            if runner.kind == "distributed" and not hasattr(phases, "store"):
+                raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
+            done = 0
+            for _ in runner.map(_write_block_phases, all_blocks, classifier=self, data=data, mask=mask,
+                                halo=tuple(int(h) for h in halo), spacing=spacing, out=phases):
+                done += 1
+                if progress is not None:
+                    progress("classify", done, len(all_blocks))
+            return PhasePrediction(phases=phases, probabilities=None, uncertainty=None, class_ids=self.class_ids)
         for done, block in enumerate(all_blocks, start=1):
-            inside = None
-            if mask is not None:
-                region = mask[block]
-                region = np.asarray(region.compute() if hasattr(region, "compute") else region) != 0
-                if not region.any():
-                    if out is not None:
-                        phases[block] = 0
-                    if progress is not None:
-                        progress("classify", done, len(all_blocks))
-                    continue
-                inside = region.ravel()
-            padded = read_block(data, block, halo)
-            mask_block = read_mask(mask, block, halo) if self.settings.needs_mask else None
-            values = block_features(padded, halo, self.settings, spacing, mask=mask_block)
-            flat = values.reshape(values.shape[0], -1)
-            if inside is not None:
-                flat = flat[:, inside]
-            proba = self._classify(flat)
-            del values, flat
-            choice = proba
-            if inside is not None and matrix.size and minerals.size:
-                choice = proba[minerals]
-                labels = lut[minerals][np.argmax(choice, axis=0)]
-            else:
-                labels = lut[np.argmax(choice, axis=0)]
+            found = _block_phases(self, data, mask, block, halo, spacing)
             block_shape_ = tuple(s.stop - s.start for s in block)
-            result = np.zeros(int(np.prod(block_shape_)), dtype=np.uint8)
-            if inside is None:
-                result[:] = labels
-            else:
-                result[inside] = labels
+            if found is None:
+                if out is not None:
+                    phases[block] = 0
+                if progress is not None:
+                    progress("classify", done, len(all_blocks))
+                continue
+            result, proba, choice, inside = found
             phases[block] = result.reshape(block_shape_)
             if probabilities:
                 full = np.zeros((n_classes, result.size), dtype=np.float32)
@@ -463,10 +456,61 @@ class PhaseClassifier:
                 uncertainty_volume[block] = unc.reshape(block_shape_)
             if progress is not None:
                 progress("classify", done, len(all_blocks))
-        if not probabilities:
-            return PhasePrediction(phases=phases, probabilities=None, uncertainty=None, class_ids=self.class_ids)
         return PhasePrediction(phases=phases, probabilities=proba_volume, uncertainty=uncertainty_volume,
                                class_ids=self.class_ids)
+
+
+def _class_layout(class_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class index -> phase id lookup, mineral class indices, matrix class indices)."""
+    ids = np.asarray(class_ids, dtype=np.int64)
+    lut = np.where(ids == MATRIX_LABEL, 0, ids).astype(np.uint8)
+    return lut, np.flatnonzero(ids != MATRIX_LABEL), np.flatnonzero(ids == MATRIX_LABEL)
+
+
+def _block_phases(classifier, data, mask, block, halo, spacing):
+    """One block's phases (flat uint8), probabilities, the argmax input and inside-mask, or None.
+
+    Inside a foreground the phase is the most probable mineral; blocks without foreground give
+    None (all matrix).
+    """
+    lut, minerals, matrix = _class_layout(classifier.class_ids)
+    inside = None
+    if mask is not None:
+        region = mask[block]
+        region = np.asarray(region.compute() if hasattr(region, "compute") else region) != 0
+        if not region.any():
+            return None
+        inside = region.ravel()
+    settings = classifier.settings
+    padded = read_block(data, block, halo)
+    mask_block = read_mask(mask, block, halo) if settings.needs_mask else None
+    values = block_features(padded, halo, settings, spacing, mask=mask_block)
+    flat = values.reshape(values.shape[0], -1)
+    if inside is not None:
+        flat = flat[:, inside]
+    proba = classifier._classify(flat)
+    del values, flat
+    choice = proba
+    if inside is not None and matrix.size and minerals.size:
+        choice = proba[minerals]
+        labels = lut[minerals][np.argmax(choice, axis=0)]
+    else:
+        labels = lut[np.argmax(choice, axis=0)]
+    size = int(np.prod([s.stop - s.start for s in block]))
+    result = np.zeros(size, dtype=np.uint8)
+    if inside is None:
+        result[:] = labels
+    else:
+        result[inside] = labels
+    return result, proba, choice, inside
+
+
+def _write_block_phases(block, *, classifier, data, mask, halo, spacing, out) -> int:
+    """Classify one block and write its phases into `out` (a task of :class:`BlockRunner`)."""
+    found = _block_phases(classifier, data, mask, block, halo, spacing)
+    shape = tuple(s.stop - s.start for s in block)
+    out[block] = np.zeros(shape, np.uint8) if found is None else found[0].reshape(shape)
+    return int(np.prod(shape))
 
 
 def _uncertainty(proba: np.ndarray, kind: str) -> np.ndarray:

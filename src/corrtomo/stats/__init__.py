@@ -19,6 +19,7 @@ from ._representativeness import (
     piece_grid,
     piece_size_counts,
     representativeness,
+    representativeness_from_table,
 )
 from ._vine import kendall_tau_matrix
 
@@ -39,5 +40,6 @@ __all__ = [
     "piece_grid",
     "piece_size_counts",
     "representativeness",
+    "representativeness_from_table",
     "save_particle_model",
 ]

@@ -109,6 +109,80 @@ def _piece_of(coordinates_zyx: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.where(inside, flat, -1)
 
 
+def _centroid_pieces(centroid_zyx: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Piece of each particle centroid (voxel-index coordinates, (n, 3)); -1 outside the pieces."""
+    return _piece_of(centroid_zyx + 0.5, grid)  # voxel i covers [i, i + 1)
+
+
+def _check_edges(esd_bins_um) -> np.ndarray:
+    edges = np.asarray(esd_bins_um, dtype=np.float64).ravel()
+    if edges.size < 2 or np.any(np.isnan(edges)) or np.any(np.diff(edges) <= 0):
+        raise InputError(
+            f"ESD interval edges must increase, got {edges.tolist()}", source="esd_bins_um"
+        )
+    return edges
+
+
+def _esd(voxels: np.ndarray, voxel_volume: float) -> np.ndarray:
+    """``ESD = (6 V / pi)^(1/3)`` in um from voxel counts (one formula for every path)."""
+    return np.cbrt(6.0 * np.asarray(voxels, dtype=np.float64) * voxel_volume / np.pi)
+
+
+def _interval_counts(
+    piece: np.ndarray,
+    esd: np.ndarray,
+    keep: np.ndarray,
+    *,
+    edges: np.ndarray,
+    cut_off: float,
+    n_pieces: int,
+) -> np.ndarray:
+    """(n_pieces, n_intervals) counts of the kept particles (or fragments) above the cut-off."""
+    keep = keep & (esd >= cut_off)
+    klass = np.searchsorted(edges, esd, side="right") - 1
+    keep &= (klass >= 0) & (klass < edges.size - 1)
+    n_intervals = edges.size - 1
+    flat = np.bincount(piece[keep] * n_intervals + klass[keep], minlength=n_pieces * n_intervals)
+    return flat.reshape(n_pieces, n_intervals)
+
+
+def _default_esd_bins(
+    voxels: np.ndarray, voxel_volume: float, resolution_um: float | None, source: str
+) -> np.ndarray:
+    """A sqrt(2) series of ESD edges from the cut-off (or the smallest particle) to the largest."""
+    esd = _esd(voxels, voxel_volume)
+    cut_off = 0.0 if resolution_um is None else 2.0 * float(resolution_um)
+    esd = esd[esd >= cut_off]
+    if esd.size == 0:
+        raise InputError("no particle above the resolution cut-off", source=source)
+    low = max(cut_off, esd.min())
+    steps = int(np.floor(2.0 * np.log2(esd.max() / low))) + 1
+    return low * 2.0 ** (np.arange(steps + 1) / 2.0)
+
+
+def _check_frequency(frequency: str) -> None:
+    if frequency not in ("count", "relative"):
+        raise InputError(
+            f"frequency must be 'count' or 'relative', got {frequency!r}", source="frequency"
+        )
+
+
+def _interval_table(
+    counts: np.ndarray, edges: np.ndarray, *, frequency: str, confidence: float
+) -> pd.DataFrame:
+    """Per-interval statistics over pieces of the counts (or the relative frequencies)."""
+    values = counts.astype(np.float64)
+    if frequency == "relative":
+        per_piece = values.sum(axis=1, keepdims=True)
+        values = np.divide(values, per_piece, out=np.zeros_like(values), where=per_piece > 0)
+    summary = interval_statistics(values, confidence=confidence)
+    summary.insert(0, "esd_center_um", np.sqrt(edges[:-1] * edges[1:]))
+    summary.insert(0, "esd_max_um", edges[1:])
+    summary.insert(0, "esd_min_um", edges[:-1])
+    summary["total"] = counts.sum(axis=0)
+    return summary
+
+
 def _centroids(particles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, voxel counts and centroids (voxel coordinates) of a label volume, slab by slab."""
     n_labels = int(particles.max(initial=0))
@@ -189,11 +263,7 @@ def piece_size_counts(
         raise InputError(f"labels must be integers, got {particles.dtype}", source="particles")
     if particles.size and np.issubdtype(particles.dtype, np.signedinteger) and particles.min() < 0:
         raise InputError("labels must be non-negative", source="particles")
-    edges = np.asarray(esd_bins_um, dtype=np.float64).ravel()
-    if edges.size < 2 or np.any(np.isnan(edges)) or np.any(np.diff(edges) <= 0):
-        raise InputError(
-            f"ESD interval edges must increase, got {edges.tolist()}", source="esd_bins_um"
-        )
+    edges = _check_edges(esd_bins_um)
     if int(particles.max(initial=0)) > max(1 << 24, 4 * particles.size):
         # labels only group voxels here: renumber sparse labels to 1..N
         import fastremap
@@ -207,11 +277,11 @@ def piece_size_counts(
 
     if assign == "centroid":
         labels, voxels, centroid = _centroids(particles)
-        piece = _piece_of(centroid + 0.5, grid)  # voxel i covers [i, i + 1)
+        piece = _centroid_pieces(centroid, grid)
         keep = piece >= 0
         if exclude_border:
             keep &= ~np.isin(labels, _border_labels(particles))
-        esd = np.cbrt(6.0 * voxels * voxel_volume / np.pi)
+        esd = _esd(voxels, voxel_volume)
     elif assign == "cut":
         counts_zyx, size = grid
         used = particles[
@@ -241,16 +311,11 @@ def piece_size_counts(
                 face |= on_face.reshape(shape)
             touching = np.unique((label * n_pieces + piece_voxel)[face & (label > 0)])
             keep &= ~np.isin(fragments, touching)
-        esd = np.cbrt(6.0 * voxels * voxel_volume / np.pi)
+        esd = _esd(voxels, voxel_volume)
     else:
         raise InputError(f"assign must be 'centroid' or 'cut', got {assign!r}", source="assign")
-
-    keep &= esd >= cut_off
-    klass = np.searchsorted(edges, esd, side="right") - 1
-    keep &= (klass >= 0) & (klass < edges.size - 1)
-    n_intervals = edges.size - 1
-    flat = np.bincount(piece[keep] * n_intervals + klass[keep], minlength=n_pieces * n_intervals)
-    return flat.reshape(n_pieces, n_intervals), edges
+    counts = _interval_counts(piece, esd, keep, edges=edges, cut_off=cut_off, n_pieces=n_pieces)
+    return counts, edges
 
 
 def representativeness(
@@ -333,22 +398,14 @@ def representativeness(
     >>> float(table["mean"].iloc[0]), float(table["sem"].iloc[0])
     (1.0, 0.0)
     """
-    if frequency not in ("count", "relative"):
-        raise InputError(
-            f"frequency must be 'count' or 'relative', got {frequency!r}", source="frequency"
-        )
+    _check_frequency(frequency)
     particles = np.asarray(particles)
     if esd_bins_um is None:
         spacing_zyx = normalize_spacing(spacing, 3)
         _, voxels = np.unique(particles[particles > 0], return_counts=True)
-        esd = np.cbrt(6.0 * voxels * float(np.prod(spacing_zyx)) / np.pi)
-        cut_off = 0.0 if resolution_um is None else 2.0 * float(resolution_um)
-        esd = esd[esd >= cut_off]
-        if esd.size == 0:
-            raise InputError("no particle above the resolution cut-off", source="particles")
-        low = max(cut_off, esd.min())
-        steps = int(np.floor(2.0 * np.log2(esd.max() / low))) + 1
-        esd_bins_um = low * 2.0 ** (np.arange(steps + 1) / 2.0)
+        esd_bins_um = _default_esd_bins(
+            voxels, float(np.prod(spacing_zyx)), resolution_um, "particles"
+        )
     counts, edges = piece_size_counts(
         particles,
         spacing=spacing,
@@ -358,13 +415,125 @@ def representativeness(
         assign=assign,
         exclude_border=exclude_border,
     )
-    values = counts.astype(np.float64)
-    if frequency == "relative":
-        per_piece = values.sum(axis=1, keepdims=True)
-        values = np.divide(values, per_piece, out=np.zeros_like(values), where=per_piece > 0)
-    summary = interval_statistics(values, confidence=confidence)
-    summary.insert(0, "esd_center_um", np.sqrt(edges[:-1] * edges[1:]))
-    summary.insert(0, "esd_max_um", edges[1:])
-    summary.insert(0, "esd_min_um", edges[:-1])
-    summary["total"] = counts.sum(axis=0)
-    return summary
+    return _interval_table(counts, edges, frequency=frequency, confidence=confidence)
+
+
+_CENTROID_COLUMNS = ("centroid_z_um", "centroid_y_um", "centroid_x_um")
+
+
+def _table_voxels_and_centroids(
+    table: pd.DataFrame, spacing_zyx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts and voxel-index centroids (n, 3) of the rows of a particle table."""
+    voxels = table["volume_voxels"].to_numpy()
+    if not np.issubdtype(voxels.dtype, np.number) or np.any(~np.isfinite(voxels)):
+        raise InputError("volume_voxels must be finite numbers", source="table")
+    voxels = voxels.astype(np.float64)
+    if np.any(voxels < 1) or np.any(voxels != np.rint(voxels)):
+        raise InputError("volume_voxels must be positive whole voxel counts", source="table")
+    centroid_um = table[list(_CENTROID_COLUMNS)].to_numpy(dtype=np.float64)
+    if np.any(~np.isfinite(centroid_um)):
+        raise InputError("the centroid columns hold NaN or infinite values", source="table")
+    # The contract's centroid is the mean voxel index times the spacing; the integer index sums
+    # are recovered exactly (error far below 0.5 for sums < 1e15) so that a centroid on a piece
+    # face falls in the same piece as when measured from the volume.
+    sums = np.rint(centroid_um / spacing_zyx[None, :] * voxels[:, None])
+    return voxels, sums / voxels[:, None]
+
+
+def representativeness_from_table(
+    table: pd.DataFrame,
+    *,
+    volume_shape: Sequence[int],
+    spacing: float | Sequence[float],
+    piece_size_um: float | Sequence[float],
+    esd_bins_um: Sequence[float] | np.ndarray | None = None,
+    resolution_um: float | None = None,
+    frequency: Literal["count", "relative"] = "count",
+    exclude_border: bool = False,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """:func:`representativeness` with centroid assignment, from a particle table (no volume read).
+
+    With ``assign="centroid"`` a particle goes, whole, to the piece holding its centroid, so its
+    voxel count, centroid and border flag decide everything: this gives the table of
+    ``representativeness(particles, assign="centroid", ...)`` from the ``particles.csv`` columns,
+    for volumes too large to read whole (the measure stage of the chunked path writes the table).
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per particle of the whole volume (:func:`corrtomo.measure.particle_table`):
+        ``volume_voxels``, ``centroid_z_um``, ``centroid_y_um``, ``centroid_x_um`` (the mean voxel
+        index times the spacing, um) and, with `exclude_border`, ``touches_border``.
+    volume_shape : (3,) sequence of int
+        Shape (z, y, x) of the volume the table was measured on, in voxels.
+    spacing : float or (3,) sequence
+        Voxel size in micrometres, (z, y, x); the one the table was measured with.
+    piece_size_um, esd_bins_um, resolution_um, frequency, confidence
+        As in :func:`representativeness`.
+    exclude_border : bool
+        Drop the rows whose ``touches_border`` is true (for a table of
+        :func:`~corrtomo.measure.particle_table`, the particles touching the volume's faces, as in
+        :func:`representativeness`; flags added later, e.g. a pillar wall, drop those rows too).
+
+    Returns
+    -------
+    DataFrame
+        As :func:`representativeness`: one row per ESD interval, ``esd_min_um, esd_max_um,
+        esd_center_um, n_pieces, mean, std, sem, ci_low, ci_high, total``.
+
+    Notes
+    -----
+    The same pieces (:func:`piece_grid`, whole pieces from the first voxel), the same
+    ``ESD = (6 n v / pi)^(1/3)`` from the voxel count ``n`` and voxel volume ``v``, the same
+    cut-off ``ESD >= 2 * resolution_um`` and the same statistics (Sec. 3.5 and Fig. 12 of the seed
+    paper, see :func:`representativeness`). The centroid in voxel indices, ``c = S / n`` with
+    ``S`` the index sum, is recovered as ``rint(c_um / spacing * n) / n``: the table's value is
+    ``(S / n) * spacing``, so this is exact and the piece of a centroid lying on a piece face
+    (``c + 1/2`` a multiple of the piece size) matches the volume path bit for bit.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"volume_voxels": [8, 8], "centroid_z_um": [1.5, 1.5],
+    ...                       "centroid_y_um": [1.5, 1.5], "centroid_x_um": [1.5, 5.5]})
+    >>> result = representativeness_from_table(
+    ...     table, volume_shape=(4, 4, 8), spacing=1.0, piece_size_um=(4, 4, 4), esd_bins_um=[1, 4])
+    >>> float(result["mean"].iloc[0]), float(result["sem"].iloc[0])
+    (1.0, 0.0)
+    """
+    _check_frequency(frequency)
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"expected a DataFrame, got {type(table).__name__}", source="table")
+    needed = ["volume_voxels", *_CENTROID_COLUMNS] + (["touches_border"] if exclude_border else [])
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(f"the particle table lacks columns {missing}", source="table")
+    shape = np.asarray(volume_shape).ravel()
+    if shape.size != 3 or not np.issubdtype(shape.dtype, np.integer) or np.any(shape < 1):
+        raise InputError(
+            f"volume_shape must be three positive integers, got {shape.tolist()}",
+            source="volume_shape",
+        )
+    spacing_zyx = normalize_spacing(spacing, 3)
+    voxel_volume = float(np.prod(spacing_zyx))
+    voxels, centroid = _table_voxels_and_centroids(table, spacing_zyx)
+    if esd_bins_um is None:
+        esd_bins_um = _default_esd_bins(voxels, voxel_volume, resolution_um, "table")
+    edges = _check_edges(esd_bins_um)
+    grid = piece_grid(tuple(shape.tolist()), spacing=spacing_zyx, piece_size_um=piece_size_um)
+    piece = _centroid_pieces(centroid, grid)
+    keep = piece >= 0
+    if exclude_border:
+        keep &= ~table["touches_border"].to_numpy(dtype=bool)
+    cut_off = 0.0 if resolution_um is None else 2.0 * float(resolution_um)
+    counts = _interval_counts(
+        piece,
+        _esd(voxels, voxel_volume),
+        keep,
+        edges=edges,
+        cut_off=cut_off,
+        n_pieces=int(np.prod(grid[0])),
+    )
+    return _interval_table(counts, edges, frequency=frequency, confidence=confidence)
