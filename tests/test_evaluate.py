@@ -1,11 +1,27 @@
-"""Evaluation scores on tiny hand-made label arrays with exact answers."""
+"""Evaluation scores on tiny hand-made label arrays with exact answers; the block-wise
+(``*_chunked``) scores equal the in-memory ones on random ball volumes."""
+
+import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from corrtomo._shared import InputError
-from corrtomo.evaluate import confusion_matrix, esd_wasserstein, match_instances, phase_iou
+from corrtomo.evaluate import (
+    confusion_matrix,
+    confusion_matrix_chunked,
+    esd_wasserstein,
+    match_instances,
+    match_instances_chunked,
+    phase_iou,
+    phase_iou_chunked,
+    phase_iou_from_confusion,
+)
 
 
 def test_phase_iou_exact():
@@ -88,3 +104,157 @@ def test_esd_wasserstein_exact():
     esd = lambda n: np.cbrt(6 * n * 0.125 / np.pi)  # noqa: E731
     # one particle of 8 voxels instead of one of 8 and one of 16: W1 = (esd16 - esd8) / 2
     assert esd_wasserstein(truth, shifted, spacing=0.5) == pytest.approx((esd(16) - esd(8)) / 2)
+
+
+# --------------------------------------------------------------------------- block-wise scores
+SHAPE = (40, 44, 36)  # several 16^3 blocks in every direction, partial blocks at the high ends
+CHUNKS = [(16, 16, 16), (7, 13, 5), (40, 44, 36)]
+
+
+def _balls(shape, n, seed):
+    """`n` random overlapping balls (radius 4-9 voxels) labelled 1..n, later ones on top."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape, sparse=True)
+    labels = np.zeros(shape, np.uint32)
+    for label in range(1, n + 1):  # a handful of test balls
+        c = rng.uniform(0, shape)
+        r = rng.uniform(4, 9)
+        labels[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r] = label
+    return labels
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    """Truth balls and a prediction that relabels them (non-sequential ids), merges some pairs,
+    splits some along a plane, erodes noise away and adds false objects; phases likewise."""
+    truth = _balls(SHAPE, 30, seed=1)
+    rng = np.random.default_rng(2)
+    relabel = np.concatenate([[0], rng.permutation(np.arange(1, 31)) * 7 + 1000]).astype(np.uint32)
+    relabel[[3, 5, 9]] = relabel[[4, 6, 10]]  # merges: 3 -> 4's id, 5 -> 6's, 9 -> 10's
+    predicted = relabel[truth]
+    split = np.isin(truth, [1, 2, 8]) & (np.indices(SHAPE)[2] % 36 >= 18)
+    predicted[split] += 50_000  # splits: one half of balls 1, 2 and 8 gets a new id
+    predicted[rng.random(SHAPE) < 0.05] = 0
+    predicted[_balls(SHAPE, 3, seed=9) > 0] = 77  # false objects
+    phases = (truth % 3 + (truth > 0)).astype(np.uint8)  # 0 matrix, 1..3 phases
+    found = phases.copy()
+    noise = rng.random(SHAPE) < 0.1
+    found[noise] = rng.integers(0, 5, int(noise.sum())).astype(np.uint8)  # phase 4: predicted only
+    return truth, predicted, phases, found
+
+
+def _zarr(tmp_path, name, data, chunks):
+    array = zarr.create_array(store=str(tmp_path / f"{name}.zarr"), shape=data.shape, chunks=chunks,
+                              dtype=data.dtype)
+    array[...] = data
+    return array
+
+
+def _same_match(got, expected):
+    """Every score equal (NaN == NaN) and the same pairs table."""
+    a, b = got.summary(), expected.summary()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key] or (math.isnan(a[key]) and math.isnan(b[key])), key
+    pd.testing.assert_frame_equal(got.pairs, expected.pairs, check_exact=True)
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+def test_chunked_phase_iou_equals_in_memory(volumes, chunks, tmp_path):
+    _, _, phases, found = volumes
+    expected = phase_iou(phases, found)
+    assert set(expected) == {1, 2, 3, 4}
+    assert phase_iou_chunked(phases, found, chunks=chunks) == expected  # numpy, bit for bit
+    zt, zp = _zarr(tmp_path, "t", phases, chunks), _zarr(tmp_path, "p", found, (16, 16, 16))
+    assert phase_iou_chunked(zt, zp) == expected  # zarr, the truth's chunks by default
+    assert phase_iou_chunked(zt, zp, chunks=chunks) == expected
+    ids = [1, 3, 9]
+    got = phase_iou_chunked(zt, zp, chunks=chunks, phase_ids=ids)
+    reference = phase_iou(phases, found, phase_ids=ids)
+    assert got[1] == reference[1] and got[3] == reference[3] and math.isnan(got[9]) and math.isnan(reference[9])
+    mask = np.indices(SHAPE)[0] < 21
+    assert phase_iou_chunked(zt, zp, mask=_zarr(tmp_path, "m", mask, (8, 8, 8)), chunks=chunks) == \
+        phase_iou(phases, found, mask=mask)
+    frame = confusion_matrix_chunked(zt, zp, chunks=chunks)
+    pd.testing.assert_frame_equal(frame, confusion_matrix(phases, found), check_exact=True)
+    pd.testing.assert_frame_equal(confusion_matrix_chunked(zt, zp, [3, 1, 6], chunks=chunks),
+                                  confusion_matrix(phases, found, [3, 1, 6]), check_exact=True)
+    assert phase_iou_from_confusion(frame) == expected
+    # the row and column sums are the phase histograms of truth and prediction
+    assert frame.sum(axis=1).tolist() == np.bincount(phases.ravel(), minlength=5).tolist()
+    assert frame.sum(axis=0).tolist() == np.bincount(found.ravel()).tolist()
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+def test_chunked_match_equals_in_memory(volumes, chunks, tmp_path):
+    truth, predicted, _, _ = volumes
+    expected = match_instances(truth, predicted)
+    # the volumes exercise every rule: splits, merges, misses and false objects
+    assert expected.n_split >= 1 and expected.n_merged >= 1 and 0 < expected.n_matched < expected.n_true
+    assert expected.n_predicted > expected.n_matched
+    _same_match(match_instances_chunked(truth, predicted, chunks=chunks), expected)
+    zt, zp = _zarr(tmp_path, "t", truth, chunks), _zarr(tmp_path, "p", predicted, (16, 16, 16))
+    _same_match(match_instances_chunked(zt, zp), expected)  # the truth's chunks
+    _same_match(match_instances_chunked(zt, zp, chunks=chunks), expected)
+    strict = match_instances(truth, predicted, iou_threshold=0.7, share=0.6)
+    _same_match(match_instances_chunked(zt, zp, chunks=chunks, iou_threshold=0.7, share=0.6), strict)
+
+
+def test_chunked_scores_of_dask_arrays(volumes):
+    da = pytest.importorskip("dask.array")
+    truth, predicted, phases, found = volumes
+    _same_match(match_instances_chunked(da.from_array(truth, chunks=(9, 20, 17)),
+                                        da.from_array(predicted, chunks=16)), match_instances(truth, predicted))
+    assert phase_iou_chunked(da.from_array(phases, chunks=(11, 30, 7)), found) == phase_iou(phases, found)
+
+
+def test_chunked_many_blocks_fold_the_pair_tables(volumes):
+    truth, predicted, _, _ = volumes
+    # 4 x 4 x 4 blocks: more than _MERGE_EVERY, so partial tables are folded before the end
+    _same_match(match_instances_chunked(truth, predicted, chunks=(10, 11, 9)), match_instances(truth, predicted))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(*(st.integers(1, 10),) * 3),
+    chunks=st.tuples(*(st.integers(1, 6),) * 3),
+    n_true=st.integers(0, 6),
+    n_predicted=st.integers(0, 6),
+    threshold=st.sampled_from([0.3, 0.5, 0.8]),
+)
+def test_chunked_scores_property(seed, shape, chunks, n_true, n_predicted, threshold):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, n_true + 1, shape).astype(np.uint16)
+    # a prediction correlated with the truth (so that matches happen), with noise
+    predicted = np.where(rng.random(shape) < 0.7, truth % (n_predicted + 1), rng.integers(0, n_predicted + 1, shape))
+    predicted = predicted.astype(np.int32)
+    _same_match(match_instances_chunked(truth, predicted, chunks=chunks, iou_threshold=threshold),
+                match_instances(truth, predicted, iou_threshold=threshold))
+    got = phase_iou_chunked(truth, predicted, chunks=chunks)
+    expected = phase_iou(truth, predicted)
+    assert got == expected
+    pd.testing.assert_frame_equal(confusion_matrix_chunked(truth, predicted, chunks=chunks),
+                                  confusion_matrix(truth, predicted), check_exact=True)
+
+
+def test_chunked_bad_input(tmp_path):
+    a = np.zeros((4, 5, 6), np.uint8)
+    with pytest.raises(InputError, match="differs from the truth"):
+        match_instances_chunked(a, np.zeros((4, 5, 7), np.uint8), chunks=(2, 2, 2))
+    with pytest.raises(InputError, match="differs from the truth"):
+        phase_iou_chunked(_zarr(tmp_path, "a", a, (2, 2, 2)), np.zeros((4, 6, 6), np.uint8))
+    with pytest.raises(InputError, match="differs from the truth"):
+        confusion_matrix_chunked(a, a, mask=np.ones((4, 5), bool))
+    with pytest.raises(InputError, match="integers"):
+        match_instances_chunked(a, a.astype(np.float32))
+    with pytest.raises(InputError, match=">= 0"):
+        phase_iou_chunked(a, np.full(a.shape, -1, np.int16), chunks=(2, 2, 2))
+    with pytest.raises(InputError, match="block sizes"):
+        match_instances_chunked(a, a, chunks=(2, 0, 2))
+    with pytest.raises(InputError, match="block sizes"):
+        phase_iou_chunked(a, a, chunks=(2, 2))
+    with pytest.raises(InputError, match="must lie"):
+        match_instances_chunked(a, a, iou_threshold=0)
+    with pytest.raises(InputError, match="same ids"):
+        phase_iou_from_confusion(pd.DataFrame([[1, 2]], index=[1], columns=[1, 2]))

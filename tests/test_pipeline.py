@@ -607,6 +607,16 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
     expected_accuracy = json.loads((reference.run_dir / "evaluate" / "accuracy.json").read_text())
     assert accuracy["mean_phase_iou"] == pytest.approx(expected_accuracy["mean_phase_iou"], abs=1e-12)
     assert accuracy["particle_f1"] == pytest.approx(expected_accuracy["particle_f1"], abs=1e-12)
+    # evaluate reads no volume whole on the chunked path (confusion, pair tables, truth particle
+    # table and pillar wall block by block): every number of accuracy.json as in memory
+    assert {"phase_iou", "volume_fraction_error", "particle_precision", "particles_merged_share",
+            "n_true_particles", "liberation_degree_true", "ld_error", "median_esd_error"} <= set(expected_accuracy)
+    assert accuracy.keys() == expected_accuracy.keys()
+    for key, value in expected_accuracy.items():
+        got, want = (accuracy[key], value) if isinstance(value, dict) else ({key: accuracy[key]}, {key: value})
+        assert got.keys() == want.keys(), key
+        for name, number in want.items():
+            assert got[name] == pytest.approx(number, rel=1e-9, abs=1e-12, nan_ok=True), (key, name)
 
 
 def test_auto_execution_chooses_by_memory(sample_dir):

@@ -1,6 +1,26 @@
-"""Accuracy of segmentations against a truth: phase IoU, confusion matrix, instance matching."""
+"""Accuracy of segmentations against a truth: phase IoU, confusion matrix, instance matching.
 
-from ._instances import InstanceMatch, esd_wasserstein, match_instances
-from ._phases import confusion_matrix, phase_iou
+The ``*_chunked`` functions take numpy, Zarr or Dask volumes and work block by block (for
+volumes larger than memory), with the same results as their in-memory counterparts.
+"""
 
-__all__ = ["InstanceMatch", "confusion_matrix", "esd_wasserstein", "match_instances", "phase_iou"]
+from ._instances import InstanceMatch, esd_wasserstein, match_instances, match_instances_chunked
+from ._phases import (
+    confusion_matrix,
+    confusion_matrix_chunked,
+    phase_iou,
+    phase_iou_chunked,
+    phase_iou_from_confusion,
+)
+
+__all__ = [
+    "InstanceMatch",
+    "confusion_matrix",
+    "confusion_matrix_chunked",
+    "esd_wasserstein",
+    "match_instances",
+    "match_instances_chunked",
+    "phase_iou",
+    "phase_iou_chunked",
+    "phase_iou_from_confusion",
+]

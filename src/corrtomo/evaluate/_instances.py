@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 
 from .._shared import InputError, normalize_spacing
+from ._blocks import as_array, block_slices, check_label_dtype, read_labels
 
-__all__ = ["InstanceMatch", "esd_wasserstein", "match_instances"]
+__all__ = ["InstanceMatch", "esd_wasserstein", "match_instances", "match_instances_chunked"]
+
+# the per-block pair tables are folded together every this many blocks (bounds the list of parts)
+_MERGE_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -88,15 +92,19 @@ def _check_labels(truth: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray,
     return truth, predicted
 
 
-def _contingency(truth: np.ndarray, predicted: np.ndarray):
-    """Sparse contingency table in one pass: unique (t, p) pairs of the union of both foregrounds."""
+def _contingency(truth: np.ndarray, predicted: np.ndarray, unique=np.unique):
+    """Sparse contingency table in one pass: unique (t, p) pairs of the union of both foregrounds.
+
+    `unique` is ``np.unique`` or a drop-in with the same sorted result (``fastremap.unique``,
+    much faster on the few distinct keys of a block).
+    """
     t = truth.ravel()
     p = predicted.ravel()
     either = (t > 0) | (p > 0)
     t = t[either].astype(np.uint64)
     p = p[either].astype(np.uint64)
     width = np.uint64(int(p.max(initial=0)) + 1)
-    keys, counts = np.unique(t * width + p, return_counts=True)
+    keys, counts = unique(t * width + p, return_counts=True)
     pair_t = (keys // width).astype(np.int64)
     pair_p = (keys % width).astype(np.int64)
     return pair_t, pair_p, counts.astype(np.int64)
@@ -144,11 +152,27 @@ def match_instances(
     (1, 1, 2)
     """
     truth, predicted = _check_labels(truth_labels, predicted_labels)
+    _check_scores(iou_threshold, share)
+    pair_t, pair_p, counts = _contingency(truth, predicted)
+    return _match(pair_t, pair_p, counts, iou_threshold, share)
+
+
+def _check_scores(iou_threshold: float, share: float) -> None:
     if not 0 < iou_threshold <= 1:
         raise InputError(f"must lie in (0, 1], got {iou_threshold}", source="iou_threshold")
     if not 0 < share <= 1:
         raise InputError(f"must lie in (0, 1], got {share}", source="share")
-    pair_t, pair_p, counts = _contingency(truth, predicted)
+
+
+def _match(
+    pair_t: np.ndarray, pair_p: np.ndarray, counts: np.ndarray, iou_threshold: float, share: float,
+) -> InstanceMatch:
+    """The matching of :func:`match_instances` from the contingency table.
+
+    The table lists every (truth, predicted) label pair with at least one voxel, background
+    pairs ``(t, 0)`` and ``(0, p)`` included (they complete the label sizes) and ``(0, 0)``
+    left out, sorted by (truth, predicted); `counts` are the voxels of each pair.
+    """
     t_ids, t_sizes = _sizes(pair_t, counts)
     p_ids, p_sizes = _sizes(pair_p, counts)
     true_labels = t_ids[t_ids > 0]
@@ -199,6 +223,90 @@ def match_instances(
         n_merged=n_merged, n_true_merged=n_true_merged, pairs=pairs,
         iou_threshold=float(iou_threshold), share=float(share),
     )
+
+
+def _merge_pairs(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """Add the counts of equal (t, p) pairs over several pair tables; sorted by (t, p)."""
+    t = np.concatenate([part[0] for part in parts])
+    p = np.concatenate([part[1] for part in parts])
+    c = np.concatenate([part[2] for part in parts])
+    order = np.lexsort((p, t))
+    t, p, c = t[order], p[order], c[order]
+    if t.size == 0:
+        return t, p, c
+    start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (p[1:] != p[:-1])])
+    return t[start], p[start], np.add.reduceat(c, start)
+
+
+def _contingency_chunked(truth, predicted, chunks):
+    """The contingency table of :func:`_contingency`, summed exactly over blocks."""
+    import fastremap
+
+    empty = np.zeros(0, dtype=np.int64)
+    parts = [(empty, empty, empty)]
+    for slices in block_slices(tuple(int(n) for n in truth.shape), chunks, like=(truth, predicted)):
+        # a loop over blocks: each block's pairs, then the tables folded every _MERGE_EVERY blocks
+        parts.append(_contingency(read_labels(truth, slices, "truth_labels"),
+                                  read_labels(predicted, slices, "predicted_labels"), unique=fastremap.unique))
+        if len(parts) >= _MERGE_EVERY:
+            parts = [_merge_pairs(parts)]
+    return _merge_pairs(parts)
+
+
+def match_instances_chunked(
+    truth_labels, predicted_labels, *, iou_threshold: float = 0.5, share: float = 0.5, chunks=None,
+) -> InstanceMatch:
+    """:func:`match_instances` of numpy, Zarr or Dask label volumes, block by block.
+
+    Parameters
+    ----------
+    truth_labels, predicted_labels : (P, M, N) array_like of int (numpy, zarr.Array, dask.array.Array)
+        Instance labels (0 = background); labels need not be sequential. Never modified.
+    iou_threshold : float
+        A pair matches when :math:`|T \\cap P| / |T \\cup P| \\ge` `iou_threshold`.
+    share : float
+        Share of an object's voxels that must lie inside another for split/merge counting.
+    chunks : int or sequence of int, optional
+        Block shape; default the chunks of `truth_labels` (else `predicted_labels`) when Zarr
+        or Dask, else the whole volume as one block.
+
+    Returns
+    -------
+    InstanceMatch
+        Equal to ``match_instances(truth_labels, predicted_labels, ...)``: the same scores and
+        the same ``pairs`` table, for every block shape.
+
+    Raises
+    ------
+    InputError
+        Shapes differ, non-integer or negative labels, a threshold or share outside (0, 1], or
+        bad `chunks`.
+
+    Notes
+    -----
+    Each block gives its sparse contingency table (the voxel count of every (truth, predicted)
+    pair with a non-zero label, found with ``fastremap.unique`` on the packed pair keys); the tables
+    are added pair by pair in integers, which is exact, so the merged table is the whole
+    volume's. Label sizes are its sums over partners (background included), and the matching
+    (IoU, one-to-one assignment, splits, merges) runs on it as in :func:`match_instances`.
+    Memory: one block of each input and the pair tables, O(pairs of labels), not voxels.
+
+    Examples
+    --------
+    >>> t = np.array([[[1, 1, 2, 2]]]); p = np.array([[[5, 5, 5, 5]]])
+    >>> m = match_instances_chunked(t, p, chunks=(1, 1, 3))
+    >>> m.n_matched, m.n_merged, m.n_true_merged
+    (1, 1, 2)
+    """
+    truth, predicted = as_array(truth_labels), as_array(predicted_labels)
+    if tuple(predicted.shape) != tuple(truth.shape):
+        raise InputError(f"shape {tuple(predicted.shape)} differs from the truth's {tuple(truth.shape)}",
+                         source="predicted_labels")
+    check_label_dtype(truth, "truth_labels")
+    check_label_dtype(predicted, "predicted_labels")
+    _check_scores(iou_threshold, share)
+    pair_t, pair_p, counts = _contingency_chunked(truth, predicted, chunks)
+    return _match(pair_t, pair_p, counts, iou_threshold, share)
 
 
 def _esd(labels: np.ndarray, spacing: np.ndarray) -> np.ndarray:

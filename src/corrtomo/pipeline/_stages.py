@@ -742,24 +742,110 @@ def _truth_inputs(config: RunConfig) -> dict[str, Path]:
     return files
 
 
-def _run_evaluate(context: RunContext, out: Path) -> dict:
-    import pandas as pd
-
-    from ..evaluate import match_instances, phase_iou
-    from ..io import read_volume
+def _truth_liberation(accuracy: dict, table, true_table, names: dict[int, str], options) -> None:
+    """Liberation degrees and median ESD, found vs truth, into `accuracy`."""
     from ..liberation import liberation_table
-    from ..measure import particle_table
-    from ..register import pose_error
+
+    found_ld = liberation_table(table, phases=[n for n in names.values() if f"vf_{n}" in table.columns],
+                                threshold=options.threshold, exclude_border=not options.include_border)
+    true_ld = liberation_table(true_table, phases=list(names.values()), threshold=options.threshold,
+                               exclude_border=not options.include_border)
+    total = {frame_name: frame[frame["esd_min_um"].isna()].set_index("phase")["liberation_degree"]
+             for frame_name, frame in (("found", found_ld), ("true", true_ld))}
+    accuracy["liberation_degree_true"] = {n: float(total["true"].get(n, math.nan)) for n in names.values()}
+    accuracy["ld_error"] = {n: float(total["found"].get(n, math.nan) - total["true"].get(n, math.nan))
+                            for n in names.values()}
+    median_true = float(np.median(true_table["esd_um"]))
+    accuracy["median_esd_um"] = {"found": float(np.median(table["esd_um"])), "true": median_true}
+    accuracy["median_esd_error"] = accuracy["median_esd_um"]["found"] / median_true - 1.0
+
+
+def _match_summary(match) -> dict:
+    return {"particle_f1": float(match.f1), "particle_precision": float(match.precision),
+            "particle_recall": float(match.recall), "particles_merged_share":
+            float(match.n_true_merged / max(match.n_true, 1)), "n_true_particles": int(match.n_true)}
+
+
+def _pillar_wall_labels(particles, pillar, chunks) -> np.ndarray:
+    """Sorted labels with a voxel on the pillar wall (:math:`r \\ge R - 1`, the rule of
+    :func:`corrtomo.segment.border_touching`), block by block: only the blocks whose (y, x)
+    footprint meets the wall region are read."""
+    from ..chunked import block_grid, read_block
+    from ..segment import pillar_mask
+
+    if pillar is None:
+        return np.zeros(0, dtype=np.int64)
+    shape = tuple(int(n) for n in particles.shape)
+    rim = ~pillar_mask(shape[1:], pillar, margin=1.0)
+    grid = block_grid(shape, chunks)
+    found = [np.zeros(0, dtype=np.int64)]
+    for index in grid:  # a loop over blocks
+        core = grid.slices(index)
+        wall = rim[core[1], core[2]]
+        if wall.any():
+            found.append(np.unique(read_block(particles, core)[:, wall]).astype(np.int64))
+    return np.unique(np.concatenate(found))
+
+
+def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str], spacing) -> dict:
+    """The volume scores of :func:`_run_evaluate` block by block (no volume read whole): the
+    same numbers as the in-memory path."""
+    from ..chunked import particle_table_chunked
+    from ..evaluate import (
+        confusion_matrix_chunked,
+        match_instances_chunked,
+        phase_iou_from_confusion,
+    )
+    from ..io import read_volume
 
     config = context.config
     truth = config.truth
-    names = context.phase_names()
-    spacing = context.spacing()
-    options = config.stages.analysis
+    chunks = context.chunks
+    accuracy: dict[str, Any] = {}
+    phases = context.lazy("phases", "phases.ome.zarr")
+    particles = context.lazy("particles", "particles.ome.zarr")
+    if truth.phases:
+        true_phases = read_volume(config.resolve(truth.phases), lazy=True, spacing=spacing).data
+        if tuple(true_phases.shape) != tuple(phases.shape):
+            raise InputError(f"shape {tuple(true_phases.shape)} differs from the CT's {tuple(phases.shape)}",
+                             source=config.resolve(truth.phases))
+        # one pass: the confusion matrix gives the IoU and (its sums) both phase histograms
+        confusion = confusion_matrix_chunked(true_phases, phases, chunks=chunks)
+        ious = phase_iou_from_confusion(confusion, phase_ids=sorted(names))
+        accuracy["phase_iou"] = {names[i]: float(v) for i, v in ious.items()}
+        accuracy["mean_phase_iou"] = float(np.mean(list(ious.values())))
+        ids = confusion.index.to_numpy(np.int64)
+        found = np.bincount(ids, weights=confusion.sum(axis=0).to_numpy(), minlength=256).astype(float)
+        # the in-memory path counts the truth as uint8
+        real = np.bincount(ids % 256, weights=confusion.sum(axis=1).to_numpy(), minlength=256).astype(float)
+        accuracy["volume_fraction_error"] = {names[i]: float(found[i] / found[1:].sum() - real[i] / real[1:].sum())
+                                             for i in names}
+    if truth.particles:
+        true_particles = read_volume(config.resolve(truth.particles), lazy=True, spacing=spacing).data
+        accuracy.update(_match_summary(match_instances_chunked(true_particles, particles, chunks=chunks)))
+        if truth.phases:
+            true_table = particle_table_chunked(true_particles, true_phases, spacing=spacing, phase_names=names,
+                                                chunks=chunks, surface=False)
+            # the border rule of border_touching: the table's flag holds the volume faces, the
+            # pillar wall is added from the blocks that meet it
+            wall = _pillar_wall_labels(true_particles, load_pillar(context), chunks)
+            labels = true_table["label"].to_numpy()
+            true_table["touches_border"] = true_table["touches_border"].to_numpy(bool) | np.isin(labels, wall)
+            _truth_liberation(accuracy, table, true_table, names, config.stages.analysis)
+    return accuracy
+
+
+def _evaluate_volumes(context: RunContext, table, names: dict[int, str], spacing) -> dict:
+    """The volume scores of :func:`_run_evaluate` with every volume in memory."""
+    from ..evaluate import match_instances, phase_iou
+    from ..io import read_volume
+    from ..measure import particle_table
+
+    config = context.config
+    truth = config.truth
     accuracy: dict[str, Any] = {}
     phases = context.read("phases", "phases.ome.zarr")
     particles = context.read("particles", "particles.ome.zarr")
-    table = pd.read_parquet(context.path("measure", "particles.parquet"))
     if truth.phases:
         true_phases = np.asarray(read_volume(config.resolve(truth.phases), lazy=False, spacing=spacing).data)
         if true_phases.shape != phases.shape:
@@ -774,10 +860,7 @@ def _run_evaluate(context: RunContext, out: Path) -> dict:
                                              for i in names}
     if truth.particles:
         true_particles = np.asarray(read_volume(config.resolve(truth.particles), lazy=False, spacing=spacing).data)
-        match = match_instances(true_particles, particles)
-        accuracy.update({"particle_f1": float(match.f1), "particle_precision": float(match.precision),
-                         "particle_recall": float(match.recall), "particles_merged_share":
-                         float(match.n_true_merged / max(match.n_true, 1)), "n_true_particles": int(match.n_true)})
+        accuracy.update(_match_summary(match_instances(true_particles, particles)))
         if truth.phases:
             from ..segment import border_touching
 
@@ -787,18 +870,24 @@ def _run_evaluate(context: RunContext, out: Path) -> dict:
             cut = border_touching(true_particles, pillar=load_pillar(context))
             labels = true_table["label"].to_numpy()
             true_table["touches_border"] = true_table["touches_border"].to_numpy(bool) | cut[labels]
-            found_ld = liberation_table(table, phases=[n for n in names.values() if f"vf_{n}" in table.columns],
-                                        threshold=options.threshold, exclude_border=not options.include_border)
-            true_ld = liberation_table(true_table, phases=list(names.values()), threshold=options.threshold,
-                                       exclude_border=not options.include_border)
-            total = {frame_name: frame[frame["esd_min_um"].isna()].set_index("phase")["liberation_degree"]
-                     for frame_name, frame in (("found", found_ld), ("true", true_ld))}
-            accuracy["liberation_degree_true"] = {n: float(total["true"].get(n, math.nan)) for n in names.values()}
-            accuracy["ld_error"] = {n: float(total["found"].get(n, math.nan) - total["true"].get(n, math.nan))
-                                    for n in names.values()}
-            median_true = float(np.median(true_table["esd_um"]))
-            accuracy["median_esd_um"] = {"found": float(np.median(table["esd_um"])), "true": median_true}
-            accuracy["median_esd_error"] = accuracy["median_esd_um"]["found"] / median_true - 1.0
+            _truth_liberation(accuracy, table, true_table, names, config.stages.analysis)
+    return accuracy
+
+
+def _run_evaluate(context: RunContext, out: Path) -> dict:
+    import pandas as pd
+
+    from ..register import pose_error
+
+    config = context.config
+    truth = config.truth
+    names = context.phase_names()
+    spacing = context.spacing()
+    table = pd.read_parquet(context.path("measure", "particles.parquet"))
+    if context.chunked:
+        accuracy = _evaluate_volumes_chunked(context, table, names, spacing)
+    else:
+        accuracy = _evaluate_volumes(context, table, names, spacing)
     poses = {}
     for section in config.sections:
         if section.name in truth.poses:
