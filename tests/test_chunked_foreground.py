@@ -130,6 +130,25 @@ def test_zarr_in_zarr_out_and_dask_input(quick, tmp_path):
     np.testing.assert_array_equal(foreground_mask_chunked(lazy, spacing=spacing), expected)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_smoothed_once_into_scratch_equals_in_memory(talc, tmp_path, workers):
+    """With a scratch store the image is smoothed once (on threads with 2 workers) and the later
+    passes read it: the same mask as in memory, for every method."""
+    from corrtomo._shared import BlockRunner
+
+    ct, spacing = talc
+    with BlockRunner(workers) as runner:
+        for method in ("otsu", "gmm"):
+            scratch = zarr.create_array(store=str(tmp_path / f"s{method}.zarr"), shape=ct.shape,
+                                        chunks=(23, 41, 29), dtype="float32")
+            mask, info = foreground_mask_chunked(ct, spacing=spacing, chunks=(23, 41, 29), method=method,
+                                                 scratch=scratch, runner=runner, return_info=True)
+            np.testing.assert_array_equal(mask, foreground_mask(ct, spacing=spacing, method=method))
+            assert info["smooth_s"] > 0
+    with pytest.raises(InputError, match="scratch: must be float32"):
+        foreground_mask_chunked(ct, spacing=spacing, scratch=np.zeros(ct.shape, np.float64))
+
+
 def test_bad_input_gives_one_line_errors(quick):
     ct, spacing = quick
     bad = ct.copy()

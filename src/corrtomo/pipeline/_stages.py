@@ -249,7 +249,9 @@ def _run_foreground(context: RunContext, out: Path) -> dict:
         _, info = foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing,
                                           chunks=context.chunks, out=work, method=options.method,
                                           pillar=options.pillar, edge_fraction=options.edge_fraction,
-                                          fill_holes=options.fill_holes, return_info=True)
+                                          fill_holes=options.fill_holes, return_info=True,
+                                          scratch=context.work_array(out, "smoothed", np.float32),
+                                          runner=context.runner)
         pillar = info["pillar"]
         fraction = float(_block_sum(work) / np.prod(work.shape))
         _zarr(out / "foreground.ome.zarr", work, spacing, context.config.output.chunk)
