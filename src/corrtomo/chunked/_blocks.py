@@ -9,6 +9,7 @@ from itertools import product
 import numpy as np
 
 from corrtomo._shared import InputError
+from corrtomo._shared._blocks import read_block
 
 __all__ = ["BlockGrid", "block_grid", "read_block", "volume_shape"]
 
@@ -130,15 +131,6 @@ def block_grid(shape, chunks=None, *, like=()) -> BlockGrid:
             edges = np.zeros(1, np.int64)
         bounds.append(edges.astype(np.int64))
     return BlockGrid(shape=shape, bounds=tuple(bounds))  # type: ignore[arg-type]
-
-
-def read_block(array, slices: tuple[slice, ...]) -> np.ndarray:
-    """Read ``array[slices]`` of a numpy, Zarr or Dask array into memory (a numpy array)."""
-    part = array[slices]
-    compute = getattr(part, "compute", None)
-    if compute is not None and not isinstance(part, np.ndarray):
-        part = compute()
-    return np.asarray(part)
 
 
 def volume_faces(array: np.ndarray, core: tuple[slice, ...], shape) -> np.ndarray:

@@ -9,6 +9,7 @@ from itertools import product
 import numpy as np
 
 from .._shared import InputError
+from .._shared._blocks import read_block
 
 __all__ = ["as_array", "block_slices", "check_label_dtype", "read_block", "read_labels"]
 
@@ -67,15 +68,6 @@ def block_slices(shape: tuple[int, ...], chunks=None, like=()) -> Iterator[tuple
     edges = [_edges(n, c) for n, c in zip(shape, chunks, strict=True)]
     ranges = [[slice(int(e[i]), int(e[i + 1])) for i in range(e.size - 1)] for e in edges]
     return iter(product(*ranges))
-
-
-def read_block(array, slices: tuple[slice, ...]) -> np.ndarray:
-    """``array[slices]`` of a numpy, Zarr or Dask array, in memory (numpy)."""
-    part = array[slices]
-    compute = getattr(part, "compute", None)
-    if compute is not None and not isinstance(part, np.ndarray):
-        part = compute()
-    return np.asarray(part)
 
 
 def read_labels(array, slices: tuple[slice, ...], name: str) -> np.ndarray:
