@@ -116,8 +116,24 @@ class ForegroundOptions(_Strict):
     fill_holes: bool = True
 
 
+class UNetOptions(_Strict):
+    """The 3D U-Net of ``stages.phases.method: unet`` (needs PyTorch: corrtomo[dl])."""
+
+    patch: int = Field(64, ge=8, description="training patch and inference window edge (voxels)")
+    base_channels: int = Field(16, ge=1)
+    levels: int = Field(4, ge=1, le=6)
+    max_steps: int = Field(2000, ge=1)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    patience: int = Field(8, ge=1, description="validations without improvement before stopping")
+    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class PhaseOptions(_Strict):
-    method: Literal["random_forest", "extra_trees", "hist_gradient_boosting"] = "random_forest"
+    method: Literal["random_forest", "extra_trees", "hist_gradient_boosting", "unet"] = Field(
+        "random_forest", description="the phase model; unet = the 3D U-Net (stages.phases.unet)")
+    unet: UNetOptions = UNetOptions()
     features: list[str] | None = Field(None, description="feature kinds; default the measured set")
     scales_um: list[PositiveFloat] | None = None
     n_estimators: int = Field(64, ge=1)
@@ -128,6 +144,9 @@ class PhaseOptions(_Strict):
 
 class ParticleOptions(_Strict):
     method: Literal["h_maxima", "eroded_cores"] = "h_maxima"
+    foreground: Literal["ct", "unet"] = Field(
+        "ct", description="particle voxels: the CT foreground stage, or the U-Net's particle head "
+        "(needs stages.phases.method: unet)")
     h_um: PositiveFloat | None = None
     resolution_um: PositiveFloat | None = Field(None, description="particles below 2x this ESD are removed")
     merge_oversplit: bool = False
@@ -206,6 +225,9 @@ class RunConfig(_Strict):
         names = [s.name for s in self.sections]
         if len(set(names)) != len(names):
             raise ValueError(f"section names must be unique, got {names}")
+        if self.stages.particles.foreground == "unet" and self.stages.phases.method != "unet":
+            raise ValueError("stages.particles.foreground: unet needs stages.phases.method: unet (the particle "
+                             "head is trained with the phase head)")
         return self
 
     def resolve(self, path: str) -> Path:

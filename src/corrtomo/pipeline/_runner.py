@@ -31,6 +31,8 @@ from .._shared import InputError, to_jsonable, write_json_atomic
 
 LOGGER = logging.getLogger("corrtomo.pipeline")
 MANIFEST = "manifest.json"
+#: Sub-folder of a stage's temporary folder for scratch stores; removed before the stage is published.
+WORK = ".work"
 _HASH_CACHE = ".input-hashes.json"
 
 
@@ -179,6 +181,9 @@ class Stage:
         a small JSON-able result stored in the manifest.
     enabled : callable
         ``enabled(config) -> bool``; a disabled stage is neither run nor required.
+    extra_needs : callable
+        ``extra_needs(config) -> tuple of str``: stages read only with some options (the
+        particles stage reads the phases stage's U-Net foreground).
     """
 
     name: str
@@ -187,6 +192,11 @@ class Stage:
     inputs: Callable[[Any], dict[str, Path]]
     run: Callable[[Any, Path], dict]
     enabled: Callable[[Any], bool] = lambda config: True
+    extra_needs: Callable[[Any], tuple[str, ...]] = lambda config: ()
+
+    def needs_for(self, config) -> tuple[str, ...]:
+        """The stages whose outputs this one reads under `config`."""
+        return self.needs + tuple(self.extra_needs(config))
 
 
 @dataclass
@@ -281,7 +291,7 @@ def execute(
                 break
             continue
         inputs = {f"file:{label}": hashes(path) for label, path in stage.inputs(config).items()}
-        for need in stage.needs:
+        for need in stage.needs_for(config):
             if need in keys:
                 inputs[f"stage:{need}"] = keys[need]
         params = stage.params(config)
@@ -302,6 +312,7 @@ def execute(
             try:
                 with PeakMemory() as memory:
                     result = stage.run(context, tmp) or {}
+                shutil.rmtree(tmp / WORK, ignore_errors=True)  # the stage's scratch stores, published by now
                 seconds = time.time() - started
                 outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
                 write_json_atomic(tmp / MANIFEST, {

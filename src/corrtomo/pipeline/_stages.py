@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from .._shared import MATRIX_LABEL, InputError, PlanePose, normalize_spacing, write_json_atomic
 from ._config import RunConfig
-from ._runner import LOGGER, Stage
+from ._runner import LOGGER, WORK, Stage
 
 Progress = Callable[[str, int, int], None]
 
@@ -93,19 +93,14 @@ class RunContext:
         import zarr
 
         shape = tuple(self.results["volume"]["shape"])
-        return zarr.create_array(out / ".work" / name, shape=shape, chunks=self.chunks, dtype=dtype,
+        return zarr.create_array(out / WORK / name, shape=shape, chunks=self.chunks, dtype=dtype,
                                  fill_value=0)
 
 
 def _zarr(path: Path, data, spacing, chunk: int) -> None:
-    import shutil
-
     from ..io import write_ome_zarr
 
-    write_ome_zarr(path, data, spacing=spacing, chunks=chunk)
-    work = path.parent / ".work"
-    if work.exists() and not isinstance(data, np.ndarray):  # the scratch copy is published now
-        shutil.rmtree(work, ignore_errors=True)
+    write_ome_zarr(path, data, spacing=spacing, chunks=chunk)  # scratch stores go with the stage (runner)
 
 
 #: Bytes per voxel the in-memory path holds at its peak (CT float32, foreground, labels, phases,
@@ -461,6 +456,8 @@ def _run_train(context: RunContext, out: Path) -> dict:
         present = {int(c) for c in np.unique(labels)}
     names = context.phase_names()
     present -= {0, MATRIX_LABEL}
+    if options.method == "unet":
+        return _train_unet(context, out, ct, labels, {i: n for i, n in names.items() if i in present})
     extra = {}
     if options.features is not None:
         extra["features"] = tuple(options.features)
@@ -476,21 +473,76 @@ def _run_train(context: RunContext, out: Path) -> dict:
     return {"classes": [names[i] for i in sorted(present)], "top_features": top}
 
 
+UNET_MODEL = "phase_unet.unet"
+
+
+def _unet_phases(context: RunContext, out: Path, foreground) -> tuple[Any, dict]:
+    """Raw phases (and, for ``particles.foreground: unet``, the particle foreground) of the U-Net."""
+    from ..segment.unet import load_unet, predict_unet
+
+    options = context.config.stages.phases.unet
+    spacing = context.spacing()
+    model = load_unet(context.path("train", UNET_MODEL), spacing=spacing, phase_names=context.phase_names())
+    want_particles = context.config.stages.particles.foreground == "unet"
+    if context.chunked:
+        ct = context.lazy("volume", "ct.ome.zarr")
+        raw = context.work_array(out, "raw", np.uint8)
+        particle = context.work_array(out, "particle", np.uint8) if want_particles else None
+        block = context.chunks
+    else:
+        ct = context.read("volume", "ct.ome.zarr")
+        raw = particle = None
+        block = tuple(int(n) for n in ct.shape)  # one block: each window runs once
+    prediction = predict_unet(model, ct, spacing=spacing, foreground=foreground, out_phases=raw,
+                              out_particle=particle, particle=want_particles, block_shape=block,
+                              overlap=options.overlap, device=options.device, progress=context.progress,
+                              runner=context.runner if context.chunked else None)
+    extra: dict[str, Any] = {"device": str(prediction.device), "window": list(prediction.window)}
+    if want_particles:  # the particle head (0 matrix, 1 core, 2 boundary; non-zero = particle voxels)
+        _zarr(out / "unet_foreground.ome.zarr", prediction.particle, spacing, context.config.output.chunk)
+    return prediction.phases, extra
+
+
+def _train_unet(context: RunContext, out: Path, ct, labels, names: dict[int, str]) -> dict:
+    """Train the 3D U-Net from the same sparse labels the forest uses; save it beside nothing else."""
+    from ..segment.unet import UNetTrainingSettings, save_unet, train_unet
+
+    options = context.config.stages.phases
+    unet = options.unet
+    settings = UNetTrainingSettings(patch_shape=(unet.patch,) * 3, base_channels=unet.base_channels,
+                                    levels=unet.levels, max_steps=unet.max_steps, batch_size=unet.batch_size,
+                                    learning_rate=unet.learning_rate, patience=unet.patience, seed=options.seed,
+                                    device=unet.device)
+    model = train_unet(ct, labels, spacing=context.spacing(), phase_names=names, settings=settings,
+                       progress=context.progress)
+    save_unet(model, out / UNET_MODEL)
+    training = model.training
+    return {"classes": [n for n in model.class_names if n != "matrix"], "method": "unet",
+            "steps": training.get("steps"), "best_step": training.get("best_step"),
+            "device": training.get("device"), "seconds": training.get("seconds")}
+
+
 def _run_phases(context: RunContext, out: Path) -> dict:
     from ..segment import load_classifier
 
-    classifier = load_classifier(context.path("train", "phase_classifier.skops"))
+    options = context.config.stages.phases
     spacing = context.spacing()
     chunk = context.config.output.chunk
-    depth_um = context.config.stages.phases.rim_voxels * float(spacing.min())
+    depth_um = options.rim_voxels * float(spacing.min())
     names = context.phase_names()
+    extra: dict[str, Any] = {}
     if context.chunked:  # block by block: phases only (no probability or uncertainty volumes)
         from ..chunked import correct_rim_phases_chunked
 
         foreground = context.lazy("foreground", "foreground.ome.zarr")
-        raw = context.work_array(out, "raw", np.uint8)
-        classifier.predict(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, foreground=foreground,
-                           out=raw, block_shape=context.chunks, progress=context.progress, runner=context.runner)
+        if options.method == "unet":
+            raw, extra = _unet_phases(context, out, foreground)
+        else:
+            classifier = load_classifier(context.path("train", "phase_classifier.skops"))
+            raw = context.work_array(out, "raw", np.uint8)
+            classifier.predict(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, foreground=foreground,
+                               out=raw, block_shape=context.chunks, progress=context.progress,
+                               runner=context.runner)
         phases = raw
         if depth_um:
             phases = context.work_array(out, "phases", np.uint8)
@@ -501,29 +553,41 @@ def _run_phases(context: RunContext, out: Path) -> dict:
         mean_uncertainty = None
     else:
         foreground = context.read("foreground", "foreground.ome.zarr").astype(bool)
-        prediction = classifier.predict_proba(context.read("volume", "ct.ome.zarr"), spacing=spacing,
-                                              foreground=foreground, progress=context.progress)
-        phases = prediction.phases
+        mean_uncertainty = None
+        if options.method == "unet":
+            phases, extra = _unet_phases(context, out, foreground)
+        else:
+            classifier = load_classifier(context.path("train", "phase_classifier.skops"))
+            prediction = classifier.predict_proba(context.read("volume", "ct.ome.zarr"), spacing=spacing,
+                                                  foreground=foreground, progress=context.progress)
+            phases = prediction.phases
+            _zarr(out / "uncertainty.ome.zarr", prediction.uncertainty.astype(np.float32), spacing, chunk)
+            mean_uncertainty = float(prediction.uncertainty[foreground].mean()) if foreground.any() else 0.0
         if depth_um:
             from ..segment import correct_rim_phases
 
             phases = correct_rim_phases(phases, foreground, spacing=spacing, depth_um=depth_um)
         _zarr(out / "phases.ome.zarr", phases, spacing, chunk)
-        _zarr(out / "uncertainty.ome.zarr", prediction.uncertainty.astype(np.float32), spacing, chunk)
-        counts = np.bincount(phases.ravel(), minlength=256)
-        mean_uncertainty = float(prediction.uncertainty[foreground].mean()) if foreground.any() else 0.0
+        counts = np.bincount(np.asarray(phases).ravel(), minlength=256)
     if context.config.output.tiff:
         from ..io import read_volume, write_tiff
 
         write_tiff(out / "phases.tif", read_volume(out / "phases.ome.zarr", lazy=True).data, spacing=spacing)
     total = max(int(counts[1:].sum()), 1)
     return {"volume_fractions": {names[i]: float(counts[i] / total) for i in names},
-            "mean_uncertainty": mean_uncertainty}
+            "mean_uncertainty": mean_uncertainty, **extra}
 
 
 # ------------------------------------------------------------------------------------------
 # particles, measure, analysis
 # ------------------------------------------------------------------------------------------
+
+
+def _particle_source(context: RunContext) -> tuple[str, str]:
+    """(stage, volume) of the particle voxels: the CT foreground or the U-Net's particle head."""
+    if context.config.stages.particles.foreground == "unet":
+        return "phases", "unet_foreground.ome.zarr"
+    return "foreground", "foreground.ome.zarr"
 
 
 def _run_particles(context: RunContext, out: Path) -> dict:
@@ -537,14 +601,14 @@ def _run_particles(context: RunContext, out: Path) -> dict:
                              "execution.mode: memory", source="stages.particles.merge_oversplit")
         labels = context.work_array(out, "particles", np.uint32)
         segmentation = separate_particles_chunked(
-            context.lazy("foreground", "foreground.ome.zarr"), spacing=spacing, chunks=context.chunks, out=labels,
+            context.lazy(*_particle_source(context)), spacing=spacing, chunks=context.chunks, out=labels,
             method=options.method, h_um=options.h_um, resolution_um=options.resolution_um,
             pillar=load_pillar(context), runner=context.runner)
         extra = {"exact": bool(segmentation.exact), "n_cut_particles": int(segmentation.n_cut_particles)}
     else:
         from ..segment import separate_particles
 
-        segmentation = separate_particles(context.read("foreground", "foreground.ome.zarr").astype(bool),
+        segmentation = separate_particles(context.read(*_particle_source(context)).astype(bool),
                                           spacing=spacing, method=options.method, h_um=options.h_um,
                                           resolution_um=options.resolution_um,
                                           merge_oversplit=options.merge_oversplit, pillar=load_pillar(context))
@@ -924,6 +988,14 @@ def _run_report(context: RunContext, out: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
+def _train_params(config: RunConfig) -> dict:
+    """The options that change the trained model (inference-only options excluded)."""
+    options = config.stages.phases
+    if options.method == "unet":
+        return options.model_dump(exclude={"rim_voxels": True, "unet": {"overlap", "device"}})
+    return options.model_dump(exclude={"rim_voxels", "unet"})
+
+
 def _options(name: str) -> Callable[[RunConfig], dict]:
     return lambda config: getattr(config.stages, name).model_dump()
 
@@ -946,12 +1018,14 @@ STAGES: tuple[Stage, ...] = (
                                                           "sections": [s.model_dump() for s in c.sections]},
           _register_inputs, _run_register),
     Stage("labels", ("volume", "sections", "register"), _options("labels"), _no_inputs, _run_labels),
-    Stage("train", ("volume", "foreground", "labels"), lambda c: c.stages.phases.model_dump(exclude={"rim_voxels"}),
-          _no_inputs, _run_train),
+    Stage("train", ("volume", "foreground", "labels"), _train_params, _no_inputs, _run_train),
     Stage("phases", ("volume", "foreground", "train"),
-          lambda c: {"tiff": c.output.tiff, "rim_voxels": c.stages.phases.rim_voxels}, _no_inputs, _run_phases),
+          lambda c: {"tiff": c.output.tiff, "rim_voxels": c.stages.phases.rim_voxels,
+                     **({"overlap": c.stages.phases.unet.overlap, "particle_foreground": c.stages.particles.foreground}
+                        if c.stages.phases.method == "unet" else {})}, _no_inputs, _run_phases),
     Stage("particles", ("foreground",), lambda c: {**_options("particles")(c), "tiff": c.output.tiff},
-          _no_inputs, _run_particles),
+          _no_inputs, _run_particles,
+          extra_needs=lambda c: ("phases",) if c.stages.particles.foreground == "unet" else ()),
     Stage("measure", ("phases", "particles"), lambda c: {}, _no_inputs, _run_measure),
     Stage("analysis", ("measure", "phases", "particles"), _options("analysis"), _no_inputs, _run_analysis),
     Stage("overview", ("volume", "foreground", "particles"),

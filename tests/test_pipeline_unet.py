@@ -1,0 +1,74 @@
+"""The U-Net path of the pipeline: ``stages.phases.method: unet`` and ``stages.particles.foreground:
+unet`` train a (tiny) 3D U-Net from the section labels, save it, and give the same phases and
+particle foreground in memory and block by block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from corrtomo._shared import InputError
+from corrtomo.io import read_volume
+from corrtomo.pipeline import demo_config, parse_config, run_pipeline
+from corrtomo.synth import make_sample, write_sample
+
+TINY = {"patch": 32, "base_channels": 4, "levels": 3, "max_steps": 40, "batch_size": 2, "patience": 2,
+        "overlap": 0.25, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("twin") / "sample"
+    write_sample(make_sample("talc-saxolite", shape=(96, 96, 96), seed=2), folder, preview=False)
+    return folder
+
+
+def _config(sample: Path, **execution):
+    config = demo_config(sample)
+    for section in config["sections"]:  # this test is about the U-Net, not registration
+        section["pose"] = f"sem/{section['name']}/pose.json"
+    config["stages"] = {"phases": {"method": "unet", "unet": TINY},
+                        "particles": {"foreground": "unet"}}
+    if execution:
+        config["execution"] = execution
+    return parse_config(config, base_dir=sample)
+
+
+def _volume(run: Path, stage: str, name: str) -> np.ndarray:
+    return np.asarray(read_volume(run / stage / name, lazy=False).data)
+
+
+def test_unet_pipeline_in_memory_and_chunked_agree(sample, tmp_path):
+    memory = run_pipeline(_config(sample, mode="memory"), tmp_path / "memory", until="evaluate", quiet=True)
+    train = next(r for r in memory.stages if r.stage == "train").result
+    assert train["method"] == "unet" and train["device"] == "cpu" and 1 <= train["steps"] <= TINY["max_steps"]
+    model = json.loads((memory.run_dir / "train" / "phase_unet.unet" / "model.json").read_text())
+    assert model["class_names"][0] == "matrix" and model["voxel_size_um"] == pytest.approx([0.1] * 3)
+    assert (memory.run_dir / "train" / "phase_unet.unet" / "weights.safetensors").stat().st_size > 1000
+    accuracy = json.loads((memory.run_dir / "evaluate" / "accuracy.json").read_text())
+    assert np.isfinite(accuracy["mean_phase_iou"]) and np.isfinite(accuracy["particle_f1"])
+    phases = _volume(memory.run_dir, "phases", "phases.ome.zarr")
+    foreground = _volume(memory.run_dir, "foreground", "foreground.ome.zarr") > 0
+    assert not phases[~foreground].any() and phases[foreground].min() > 0  # minerals inside the foreground only
+    unet_foreground = _volume(memory.run_dir, "phases", "unet_foreground.ome.zarr") > 0
+    assert 0.05 < unet_foreground.mean() < 0.95
+
+    chunked = run_pipeline(_config(sample, mode="chunked", chunk=32), tmp_path / "chunked", until="particles",
+                           quiet=True)
+    assert chunked.stages[0].result["chunked"] is True
+    # the sliding windows lie on one global grid, so 32^3 blocks give the in-memory result exactly
+    np.testing.assert_array_equal(_volume(chunked.run_dir, "phases", "phases.ome.zarr"), phases)
+    np.testing.assert_array_equal(_volume(chunked.run_dir, "phases", "unet_foreground.ome.zarr") > 0,
+                                  unet_foreground)
+
+
+def test_unet_foreground_needs_the_unet_phases(sample):
+    config = demo_config(sample)
+    config["stages"] = {"particles": {"foreground": "unet"}}
+    with pytest.raises(InputError, match=r"needs stages\.phases\.method: unet"):
+        parse_config(config, base_dir=sample)
