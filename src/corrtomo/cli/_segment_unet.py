@@ -1,0 +1,80 @@
+"""``corrtomo segment unet``: train a 3D U-Net from sparse labels and/or apply a saved one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .._shared import InputError
+from ._progress import stage_progress
+from ._segment import _read, _write, segment
+
+
+@segment.command("unet")
+def unet_command(
+    volume: Path = typer.Option(..., "--volume", help="CT volume (TIFF, Zarr, HDF5, raw, slice folder)."),
+    out: Path = typer.Option(..., "--out", help="Phase volume to write: PHASES.tif or PHASES.zarr (uint8 ids)."),
+    voxel_size: float | None = typer.Option(None, "--voxel-size", help="Voxel size in um (if the file has none)."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Sparse label volume to train from: 0 unlabelled, phase ids, 255 matrix."),
+    model: Path | None = typer.Option(None, "--model", help="Saved U-Net folder (NAME.unet) to apply."),
+    save_model: Path | None = typer.Option(None, "--save-model", help="Where to save the trained U-Net (NAME.unet)."),
+    phase_library: str | None = typer.Option(
+        None, "--phase-library", help="Phase library (file or preset name) naming the label ids; checked on load."),
+    foreground: Path | None = typer.Option(
+        None, "--foreground", help="Particle foreground (non-zero = particle): minerals only there, 0 outside."),
+    particles_out: Path | None = typer.Option(
+        None, "--particles-out", help="Also write the particle head (0 matrix, 1 core, 2 boundary), uint8."),
+    patch: int = typer.Option(64, "--patch", help="Training patch and inference window edge (voxels)."),
+    base_channels: int = typer.Option(16, "--base-channels", help="Channels of the first U-Net level."),
+    levels: int = typer.Option(4, "--levels", help="U-Net resolutions."),
+    steps: int = typer.Option(2000, "--steps", help="Training steps at most (early stopping may end sooner)."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Sliding-window overlap at inference."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present) | cpu | cuda."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a 3D U-Net from sparse labels (--labels) or apply a saved one (--model); write the phases."""
+    from ..segment.unet import UNetTrainingSettings, load_unet, predict_unet, save_unet, train_unet
+
+    if (labels is None) == (model is None):
+        raise InputError("give either --labels (train) or --model (apply)", source="segment unet")
+    image = _read(volume, voxel_size, "volume")
+    spacing = image.spacing
+    library = None
+    if phase_library is not None:
+        from ..phases import load_phase_library
+
+        library = load_phase_library(phase_library)
+        library = {int(i): library.name_of(int(i)) for i in library.ids}
+    mask = None
+    if foreground is not None:
+        mask = _read(foreground, float(spacing[0]), "foreground")
+        if mask.shape != image.shape:
+            raise InputError(f"foreground shape {mask.shape} differs from the volume shape {image.shape}",
+                             source=foreground)
+        mask = mask.data
+    with stage_progress(quiet=quiet) as progress:
+        if model is not None:
+            network = load_unet(model, spacing=spacing, phase_names=library)
+        else:
+            label_volume = _read(labels, float(spacing[0]), "labels")
+            if label_volume.shape != image.shape:
+                raise InputError(f"labels shape {label_volume.shape} differs from the volume shape {image.shape}",
+                                 source=labels)
+            settings = UNetTrainingSettings(patch_shape=patch, base_channels=base_channels, levels=levels,
+                                            max_steps=steps, seed=seed, device=device)
+            network = train_unet(image.data, label_volume.data, spacing=spacing, phase_names=library,
+                                 settings=settings, progress=progress)
+            if save_model is not None:
+                save_unet(network, save_model)
+        prediction = predict_unet(network, image.data, spacing=spacing, foreground=mask, overlap=overlap,
+                                  device=device, particle=particles_out is not None, progress=progress)
+        phases = np.asarray(prediction.phases)
+        _write(out, phases, spacing)
+        if particles_out is not None:
+            _write(particles_out, np.asarray(prediction.particle), spacing)
+    if not quiet:
+        typer.echo(f"wrote {out}: {'x'.join(map(str, phases.shape))} voxels on {prediction.device}")

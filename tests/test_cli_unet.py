@@ -1,0 +1,62 @@
+"""``corrtomo segment unet``: train from sparse labels, save, apply the saved model; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from corrtomo.cli._app import run_app
+from corrtomo.io import read_volume, write_tiff
+
+TINY = ["--patch", "16", "--base-channels", "4", "--levels", "2", "--steps", "30", "--device", "cpu", "-q"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("unet-cli")
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:32, :32, :32]
+    truth = np.full((32, 32, 32), 255, np.uint8)
+    truth[(z - 10) ** 2 + (y - 10) ** 2 + (x - 11) ** 2 <= 36] = 1
+    truth[(z - 21) ** 2 + (y - 20) ** 2 + (x - 19) ** 2 <= 49] = 2
+    grey = np.choose((truth == 1) + 2 * (truth == 2), [0.0, 1.0, 2.0]).astype(np.float32)
+    grey += rng.normal(0.0, 0.05, grey.shape).astype(np.float32)
+    labels = np.zeros_like(truth)
+    labels[10], labels[21] = truth[10], truth[21]
+    write_tiff(folder / "ct.tif", grey, spacing=0.5)
+    write_tiff(folder / "labels.tif", labels, spacing=0.5)
+    yield folder
+    torch.set_num_threads(threads)
+
+
+def test_train_save_and_apply(files):
+    trained = files / "trained.tif"
+    assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),
+                    "--out", str(trained), "--save-model", str(files / "m.unet"),
+                    "--particles-out", str(files / "particles.tif"), *TINY]) == 0
+    assert (files / "m.unet" / "model.json").exists() and (files / "m.unet" / "weights.safetensors").exists()
+    applied = files / "applied.tif"
+    assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--model", str(files / "m.unet"),
+                    "--out", str(applied), "-q"]) == 0
+    first = np.asarray(read_volume(trained).data)
+    np.testing.assert_array_equal(np.asarray(read_volume(applied).data), first)
+    assert set(np.unique(first)) <= {0, 1, 2}
+    assert set(np.unique(np.asarray(read_volume(files / "particles.tif").data))) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(("extra", "expect"), [
+    (["--device", "cuda"], "device: CUDA was asked for"),
+    (["--model", "m.unet"], "give either --labels (train) or --model (apply)"),
+])
+def test_bad_input_is_one_line(files, capsys, extra, expect):
+    argv = ["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),
+            "--out", str(files / "bad.tif"), "--patch", "16", "--levels", "2", "--steps", "2", *extra]
+    assert run_app(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expect in err and "\n" not in err
