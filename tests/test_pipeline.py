@@ -633,3 +633,18 @@ def test_auto_execution_chooses_by_memory(sample_dir):
     assert choose_chunked(config, (side, side, side))  # the whole RAM: too big for half of it
     assert not choose_chunked(_config(sample_dir, {"execution": {"mode": "memory"}}), (side, side, side))
     assert choose_chunked(_config(sample_dir, {"execution": {"mode": "chunked"}}), (8, 8, 8))
+
+
+def test_given_pose_reads_only_the_box_of_its_plane():
+    """With a pose given, the register stage samples the section plane from the box around it:
+    the same plane as from the whole volume, also for planes leaving the volume."""
+    from corrtomo._shared import PlanePose, sample_plane
+    from corrtomo.pipeline._stages import _plane_box
+
+    volume = np.random.default_rng(0).random((40, 50, 60)).astype(np.float32)
+    for origin in ([5.3, 7.1, 3.2], [-4.0, 30.5, 50.2]):
+        pose = PlanePose(origin=np.array(origin), u=np.array([0.1, 0.2, 0.97]), v=np.array([0.9, 0.3, -0.05]))
+        box, local = _plane_box(volume, pose, (30, 40))
+        assert box.size < volume.size / 4
+        np.testing.assert_array_equal(sample_plane(box, local, (30, 40), order=1),
+                                      sample_plane(volume, pose, (30, 40), order=1))

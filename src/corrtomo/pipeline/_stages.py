@@ -363,8 +363,10 @@ def _run_register(context: RunContext, out: Path) -> dict:
 
     config = context.config
     options = config.stages.registration
-    ct = context.read("volume", "ct.ome.zarr")
     spacing = context.spacing()
+    # the search needs the whole CT; sections with a given pose read only the box of their plane
+    searched = any(not section.pose for section in config.sections)
+    ct = context.read("volume", "ct.ome.zarr") if searched else context.lazy("volume", "ct.ome.zarr")
     result = {}
     for section in config.sections:
         folder = out / section.name
@@ -373,6 +375,13 @@ def _run_register(context: RunContext, out: Path) -> dict:
         if section.pose:
             pose = PlanePose.load(config.resolve(section.pose))
             entry = {"method": "given", "score": pose.score}
+            if not searched:  # the overlay samples the plane from the box around it
+                box, local = _plane_box(ct, pose, ids.shape)
+                pose.save(folder / "pose.json")
+                write_overlay(folder / "overlay.png", box, np.where(ids == MATRIX_LABEL, 0, ids), local,
+                              title=f"{section.name}: score {entry.get('score') or float('nan'):.3f}")
+                result[section.name] = entry
+                continue
         else:
             if options.source == "bse" and section.bse:
                 image, mask, labels = read_image2d(config.resolve(section.bse)), None, False
@@ -403,6 +412,21 @@ def _run_register(context: RunContext, out: Path) -> dict:
                       title=f"{section.name}: score {entry.get('score') or float('nan'):.3f}")
         result[section.name] = entry
     return result
+
+
+def _plane_box(volume, pose: PlanePose, shape) -> tuple[np.ndarray, PlanePose]:
+    """The part of `volume` that a section plane of `shape` (rows, columns) samples, read as a
+    box (plus one voxel for linear interpolation), and the pose relative to that box."""
+    from dataclasses import replace
+
+    rows, columns = shape
+    corners = np.array([pose.origin + c * pose.u + r * pose.v
+                        for r in (0, rows - 1) for c in (0, columns - 1)])
+    size = np.asarray(volume.shape)
+    low = np.clip(np.floor(corners.min(axis=0)).astype(int) - 1, 0, size - 1)
+    high = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, low + 1, size)
+    box = np.asarray(volume[tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))], dtype=np.float32)
+    return box, replace(pose, origin=pose.origin - low)
 
 
 def load_pose(context: RunContext, name: str) -> PlanePose:
