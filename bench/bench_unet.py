@@ -108,7 +108,7 @@ def main() -> None:
              "",
              "| method | mean IoU | " + " | ".join(names) + " | max vf error | particle F1 | train (s) | steps | "
              "phase inference (Mvox/s) | peak memory (GiB) |",
-             "|---|" + "---|" * (len(names) + 8)]
+             "|---|" + "---|" * (len(names) + 7)]
     for r in rows:
         lines.append(f"| {r['method']} | {r['mean_iou']:.3f} | " + " | ".join(f"{r['iou'][n]:.3f}" for n in names)
                      + f" | {r['vf']:.3f} | {r['f1']:.3f} | {r['train_s']:.0f} | {r['steps'] or ''} | "
