@@ -12,4 +12,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from ._shared import BlockRunner
+
+__all__ = ["BlockRunner", "__version__"]
