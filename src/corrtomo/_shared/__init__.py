@@ -3,6 +3,7 @@
 from ._atomic import (
     atomic_directory,
     atomic_path,
+    file_sha256,
     to_jsonable,
     write_json_atomic,
     write_text_atomic,
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_path",
     "connect_scheduler",
     "fibonacci_sphere",
+    "file_sha256",
     "normalize_spacing",
     "sample_plane",
     "to_jsonable",

@@ -89,3 +89,14 @@ def to_jsonable(value: Any) -> Any:
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write `data` (numpy values allowed) as indented JSON, atomically."""
     return write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB pieces."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()

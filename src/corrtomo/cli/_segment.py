@@ -32,6 +32,14 @@ def _read(path: Path, voxel_size: float | None, what: str):
         raise
 
 
+def _read_like(path: Path, image, what: str):
+    """A volume that must have `image`'s shape (its voxel size defaults to the image's)."""
+    volume = _read(path, float(image.spacing[0]), what)
+    if volume.shape != image.shape:
+        raise InputError(f"{what} shape {volume.shape} differs from the volume shape {image.shape}", source=path)
+    return volume
+
+
 def _write(path: Path, data: np.ndarray, spacing) -> Path:
     from ..io import write_ome_zarr, write_tiff
 
@@ -80,13 +88,7 @@ def phases_command(
         from ..phases import load_phase_library
 
         library = load_phase_library(phase_library)
-    mask = None
-    if foreground is not None:
-        mask = _read(foreground, voxel_size if voxel_size is not None else float(spacing[0]), "foreground")
-        if mask.shape != image.shape:
-            raise InputError(f"foreground shape {mask.shape} differs from the volume shape {image.shape}",
-                             source=foreground)
-        mask = mask.data
+    mask = None if foreground is None else _read_like(foreground, image, "foreground").data
 
     with stage_progress(quiet=quiet) as progress:
         if model is not None:

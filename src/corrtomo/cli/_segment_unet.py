@@ -9,7 +9,7 @@ import typer
 
 from .._shared import InputError
 from ._progress import stage_progress
-from ._segment import _read, _write, segment
+from ._segment import _read, _read_like, _write, segment
 
 
 @segment.command("unet")
@@ -49,21 +49,12 @@ def unet_command(
 
         library = load_phase_library(phase_library)
         library = {int(i): library.name_of(int(i)) for i in library.ids}
-    mask = None
-    if foreground is not None:
-        mask = _read(foreground, float(spacing[0]), "foreground")
-        if mask.shape != image.shape:
-            raise InputError(f"foreground shape {mask.shape} differs from the volume shape {image.shape}",
-                             source=foreground)
-        mask = mask.data
+    mask = None if foreground is None else _read_like(foreground, image, "foreground").data
     with stage_progress(quiet=quiet) as progress:
         if model is not None:
             network = load_unet(model, spacing=spacing, phase_names=library)
         else:
-            label_volume = _read(labels, float(spacing[0]), "labels")
-            if label_volume.shape != image.shape:
-                raise InputError(f"labels shape {label_volume.shape} differs from the volume shape {image.shape}",
-                                 source=labels)
+            label_volume = _read_like(labels, image, "labels")
             settings = UNetTrainingSettings(patch_shape=patch, base_channels=base_channels, levels=levels,
                                             max_steps=steps, seed=seed, device=device)
             network = train_unet(image.data, label_volume.data, spacing=spacing, phase_names=library,

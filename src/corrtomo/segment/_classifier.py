@@ -4,7 +4,6 @@ block by block, with class probabilities, an uncertainty map and safe (skops) pe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from .._shared import (
     InputError,
     as_rng,
     atomic_path,
+    file_sha256,
     normalize_spacing,
     write_json_atomic,
 )
@@ -758,14 +758,6 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_classifier(classifier: PhaseClassifier, path: str | os.PathLike) -> Path:
     """Save a classifier: the estimator with skops (no pickle) plus a JSON sidecar.
 
@@ -786,7 +778,7 @@ def save_classifier(classifier: PhaseClassifier, path: str | os.PathLike) -> Pat
     path = Path(path)
     with atomic_path(path) as temporary:
         skops.io.dump(classifier.model, temporary)
-        digest = _sha256(temporary)
+        digest = file_sha256(temporary)
         write_json_atomic(_sidecar(path), {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -866,7 +858,7 @@ def load_classifier(
         raise InputError("not a corrtomo phase-classifier sidecar", source=sidecar)
     if int(meta.get("format_version", 0)) > _FORMAT_VERSION:
         raise InputError(f"model format {meta.get('format_version')} is newer than this corrtomo reads", source=sidecar)
-    if meta.get("sha256") != _sha256(path):
+    if meta.get("sha256") != file_sha256(path):
         raise InputError("model file does not match its sidecar (changed or replaced after saving)", source=path)
     try:
         untrusted = skops.io.get_untrusted_types(file=path)

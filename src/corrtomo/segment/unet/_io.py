@@ -13,7 +13,6 @@ The folder is written atomically (a temporary sibling renamed into place).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..._shared import InputError, atomic_directory, to_jsonable
+from ..._shared import InputError, atomic_directory, file_sha256, to_jsonable
 from .._classifier import _class_names, check_voxel_size
 from ._model import UNet3D, UNetArchitecture, UNetModel
 
@@ -32,14 +31,6 @@ FORMAT = "corrtomo.unet"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_unet(model: UNetModel, path: str | os.PathLike) -> Path:
@@ -76,7 +67,7 @@ def save_unet(model: UNetModel, path: str | os.PathLike) -> Path:
             "patch_shape": [int(v) for v in model.patch_shape],
             "training": to_jsonable(dict(model.training)),
             "weights_file": WEIGHTS,
-            "sha256": _sha256(temporary / WEIGHTS),
+            "sha256": file_sha256(temporary / WEIGHTS),
         }
         (temporary / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
@@ -200,7 +191,7 @@ def load_unet(
     weights = folder / str(meta.get("weights_file", WEIGHTS))
     if not weights.is_file():
         raise InputError(f"weights file not found (named in {MODEL_JSON})", source=weights)
-    if "sha256" in meta and meta["sha256"] != _sha256(weights):
+    if "sha256" in meta and meta["sha256"] != file_sha256(weights):
         raise InputError(f"weights file does not match the checksum in {MODEL_JSON} (changed after saving)",
                          source=weights)
     if spacing is not None:
