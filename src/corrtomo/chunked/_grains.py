@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from corrtomo._shared import InputError, normalize_spacing
-from corrtomo.measure import configuration_weights, equivalent_spherical_diameter
-from corrtomo.measure._grains import _add_grains, phase_name_table
+from corrtomo.measure import configuration_weights
+from corrtomo.measure._grains import _add_grains, grain_rows, phase_name_table
 from corrtomo.measure._surface import _load, _uniform_cell
 
 from ._blocks import block_grid, read_block, volume_shape
@@ -249,25 +249,4 @@ def _table(count, area, exposed, particle_label, phase_id, spacing, phase_names)
     ids = np.flatnonzero((np.arange(n) > 0) & (phase_id > 0))
     present_ids = np.unique(phase_id[1:]) if n > 1 else np.zeros(0, int)
     names = phase_name_table(phase_names, present_ids)
-    n_phase_ids = int(phase_id.max()) + 1 if n > 1 else 1
-    volume_voxels = count[ids]
-    volume = volume_voxels * float(np.prod(spacing))
-    grain_area = area[ids]
-    fraction = np.clip(
-        np.divide(exposed[ids], grain_area, out=np.zeros(ids.size), where=grain_area > 0), 0.0, 1.0
-    )
-    phase_ids = phase_id[ids]
-    lookup = np.array([names.get(i, f"phase{i}") for i in range(n_phase_ids)], dtype=object)
-    return pd.DataFrame(
-        {
-            "grain_id": ids.astype(np.int64),
-            "particle_label": particle_label[ids].astype(np.int64),
-            "phase": lookup[phase_ids] if ids.size else np.array([], dtype=object),
-            "phase_id": phase_ids.astype(np.int64),
-            "volume_voxels": volume_voxels.astype(np.int64),
-            "volume_um3": volume,
-            "esd_um": equivalent_spherical_diameter(volume),
-            "surface_area_um2": grain_area,
-            "exposed_surface_fraction": fraction,
-        }
-    )
+    return grain_rows(ids, particle_label[ids], phase_id[ids], count[ids], area[ids], exposed[ids], spacing, names)

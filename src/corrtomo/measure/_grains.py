@@ -350,24 +350,34 @@ def grain_table(
             np.asarray(particle_table["label"], dtype=np.uint64),
         )
         ids = ids[keep]
-    volume_voxels = grains.count[ids]
-    volume = volume_voxels * float(np.prod(values))
-    grain_area = area[ids]
-    fraction = np.clip(
-        np.divide(exposed[ids], grain_area, out=np.zeros(ids.size), where=grain_area > 0), 0.0, 1.0
-    )
-    phase_ids = grains.phase_id[ids]
-    lookup = np.array([names.get(i, f"phase{i}") for i in range(grains.n_phase_ids)], dtype=object)
+    return grain_rows(ids, grains.labels[grains.particle_row[ids]], grains.phase_id[ids], grains.count[ids],
+                      area[ids], exposed[ids], values, names)
+
+
+def grain_rows(ids, particle_labels, phase_ids, volume_voxels, area, exposed, spacing, names) -> pd.DataFrame:
+    """The :func:`grain_table` frame from per-grain values (one entry per row, in row order).
+
+    ``volume = voxels * prod(spacing)``, ``esd = (6 V / pi)^(1/3)``, ``exposed_surface_fraction =
+    exposed / area`` clipped to [0, 1] (0 where the area is 0); `names` maps phase ids to names
+    (``phase<k>`` for the others). Shared by the in-memory and the chunked grain tables.
+    """
+    volume_voxels = np.asarray(volume_voxels)
+    area = np.asarray(area, dtype=np.float64)
+    phase_ids = np.asarray(phase_ids)
+    volume = volume_voxels * float(np.prod(spacing))
+    fraction = np.clip(np.divide(exposed, area, out=np.zeros(area.size), where=area > 0), 0.0, 1.0)
+    n_phase_ids = int(phase_ids.max()) + 1 if phase_ids.size else 1
+    lookup = np.array([names.get(i, f"phase{i}") for i in range(n_phase_ids)], dtype=object)
     return pd.DataFrame(
         {
-            "grain_id": ids.astype(np.int64),
-            "particle_label": grains.labels[grains.particle_row[ids]].astype(np.int64),
-            "phase": lookup[phase_ids] if ids.size else np.array([], dtype=object),
+            "grain_id": np.asarray(ids).astype(np.int64),
+            "particle_label": np.asarray(particle_labels).astype(np.int64),
+            "phase": lookup[phase_ids] if phase_ids.size else np.array([], dtype=object),
             "phase_id": phase_ids.astype(np.int64),
             "volume_voxels": volume_voxels.astype(np.int64),
             "volume_um3": volume,
             "esd_um": equivalent_spherical_diameter(volume),
-            "surface_area_um2": grain_area,
+            "surface_area_um2": area,
             "exposed_surface_fraction": fraction,
         }
     )
