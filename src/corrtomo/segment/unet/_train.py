@@ -43,6 +43,7 @@ from ..._shared import MATRIX_LABEL, InputError, normalize_spacing
 from ..._shared._blocks import read_block
 from .._classifier import MATRIX_NAME, _class_names
 from .._features import check_image, iter_blocks
+from ._device import resolve_device
 from ._model import PARTICLE_CLASSES, UNet3D, UNetArchitecture, UNetModel
 
 __all__ = ["UNetTrainingSettings", "masked_loss", "particle_targets", "train_unet"]
@@ -272,26 +273,6 @@ class UNetTrainingSettings:
         if unknown:
             raise InputError(f"unknown training settings {unknown}", source="settings")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def _resolve_device(device: str) -> torch.device:
-    """The torch device for ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    ``"auto"`` is CUDA when available, else the CPU. An explicit CUDA request on a machine
-    without CUDA raises :class:`InputError` (no silent fallback to a 100x slower CPU run).
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("CUDA was asked for but torch.cuda.is_available() is False", source="device")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise InputError(f"{device} was asked for but only {torch.cuda.device_count()} CUDA devices exist",
-                             source="device")
-    elif device != "cpu":
-        raise InputError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}", source="device")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,7 +790,7 @@ def train_unet(
     if spacing is None and getattr(image, "spacing", None) is not None:
         spacing = image.spacing
     spacing = normalize_spacing(spacing)
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device)
     names = _class_names(phase_names)
 
     # --- targets of the labelled voxels (one pass over the label volume) ---
