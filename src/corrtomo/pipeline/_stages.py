@@ -877,6 +877,27 @@ def _pillar_wall_labels(particles, pillar, chunks) -> np.ndarray:
     return np.unique(np.concatenate(found))
 
 
+def _truth_volume(config: RunConfig, path: str, spacing, shape, *, lazy: bool):
+    """A truth volume (lazy or in memory); it must have the CT's shape."""
+    from ..io import read_volume
+
+    data = read_volume(config.resolve(path), lazy=lazy, spacing=spacing).data
+    data = data if lazy else np.asarray(data)
+    if tuple(data.shape) != tuple(shape):
+        raise InputError(f"shape {tuple(data.shape)} differs from the CT's {tuple(shape)}", source=config.resolve(path))
+    return data
+
+
+def _phase_scores(accuracy: dict, ious: dict, found: np.ndarray, real: np.ndarray, names: dict[int, str]) -> None:
+    """Per-phase IoU, their mean, and volume-fraction errors from phase histograms (found, truth)."""
+    accuracy["phase_iou"] = {names[i]: float(v) for i, v in ious.items()}
+    accuracy["mean_phase_iou"] = float(np.mean(list(ious.values())))
+    found = np.asarray(found, dtype=float)
+    real = np.asarray(real, dtype=float)
+    accuracy["volume_fraction_error"] = {names[i]: float(found[i] / found[1:].sum() - real[i] / real[1:].sum())
+                                         for i in names}
+
+
 def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str], spacing) -> dict:
     """The volume scores of :func:`_run_evaluate` block by block (no volume read whole): the
     same numbers as the in-memory path."""
@@ -886,7 +907,6 @@ def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str],
         match_instances_chunked,
         phase_iou_from_confusion,
     )
-    from ..io import read_volume
 
     config = context.config
     truth = config.truth
@@ -895,23 +915,16 @@ def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str],
     phases = context.lazy("phases", "phases.ome.zarr")
     particles = context.lazy("particles", "particles.ome.zarr")
     if truth.phases:
-        true_phases = read_volume(config.resolve(truth.phases), lazy=True, spacing=spacing).data
-        if tuple(true_phases.shape) != tuple(phases.shape):
-            raise InputError(f"shape {tuple(true_phases.shape)} differs from the CT's {tuple(phases.shape)}",
-                             source=config.resolve(truth.phases))
+        true_phases = _truth_volume(config, truth.phases, spacing, phases.shape, lazy=True)
         # one pass: the confusion matrix gives the IoU and (its sums) both phase histograms
         confusion = confusion_matrix_chunked(true_phases, phases, chunks=chunks)
-        ious = phase_iou_from_confusion(confusion, phase_ids=sorted(names))
-        accuracy["phase_iou"] = {names[i]: float(v) for i, v in ious.items()}
-        accuracy["mean_phase_iou"] = float(np.mean(list(ious.values())))
         ids = confusion.index.to_numpy(np.int64)
-        found = np.bincount(ids, weights=confusion.sum(axis=0).to_numpy(), minlength=256).astype(float)
+        found = np.bincount(ids, weights=confusion.sum(axis=0).to_numpy(), minlength=256)
         # the in-memory path counts the truth as uint8
-        real = np.bincount(ids % 256, weights=confusion.sum(axis=1).to_numpy(), minlength=256).astype(float)
-        accuracy["volume_fraction_error"] = {names[i]: float(found[i] / found[1:].sum() - real[i] / real[1:].sum())
-                                             for i in names}
+        real = np.bincount(ids % 256, weights=confusion.sum(axis=1).to_numpy(), minlength=256)
+        _phase_scores(accuracy, phase_iou_from_confusion(confusion, phase_ids=sorted(names)), found, real, names)
     if truth.particles:
-        true_particles = read_volume(config.resolve(truth.particles), lazy=True, spacing=spacing).data
+        true_particles = _truth_volume(config, truth.particles, spacing, particles.shape, lazy=True)
         accuracy.update(_match_summary(match_instances_chunked(true_particles, particles, chunks=chunks)))
         if truth.phases:
             true_table = particle_table_chunked(true_particles, true_phases, spacing=spacing, phase_names=names,
@@ -928,7 +941,6 @@ def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str],
 def _evaluate_volumes(context: RunContext, table, names: dict[int, str], spacing) -> dict:
     """The volume scores of :func:`_run_evaluate` with every volume in memory."""
     from ..evaluate import match_instances, phase_iou
-    from ..io import read_volume
     from ..measure import particle_table
 
     config = context.config
@@ -937,19 +949,12 @@ def _evaluate_volumes(context: RunContext, table, names: dict[int, str], spacing
     phases = context.read("phases", "phases.ome.zarr")
     particles = context.read("particles", "particles.ome.zarr")
     if truth.phases:
-        true_phases = np.asarray(read_volume(config.resolve(truth.phases), lazy=False, spacing=spacing).data)
-        if true_phases.shape != phases.shape:
-            raise InputError(f"shape {true_phases.shape} differs from the CT's {phases.shape}",
-                             source=config.resolve(truth.phases))
-        ious = phase_iou(true_phases, phases, phase_ids=sorted(names))
-        accuracy["phase_iou"] = {names[i]: float(v) for i, v in ious.items()}
-        accuracy["mean_phase_iou"] = float(np.mean(list(ious.values())))
-        found = np.bincount(phases.ravel(), minlength=256).astype(float)
-        real = np.bincount(true_phases.ravel().astype(np.uint8), minlength=256).astype(float)
-        accuracy["volume_fraction_error"] = {names[i]: float(found[i] / found[1:].sum() - real[i] / real[1:].sum())
-                                             for i in names}
+        true_phases = _truth_volume(config, truth.phases, spacing, phases.shape, lazy=False)
+        found = np.bincount(phases.ravel(), minlength=256)
+        real = np.bincount(true_phases.ravel().astype(np.uint8), minlength=256)
+        _phase_scores(accuracy, phase_iou(true_phases, phases, phase_ids=sorted(names)), found, real, names)
     if truth.particles:
-        true_particles = np.asarray(read_volume(config.resolve(truth.particles), lazy=False, spacing=spacing).data)
+        true_particles = _truth_volume(config, truth.particles, spacing, particles.shape, lazy=False)
         accuracy.update(_match_summary(match_instances(true_particles, particles)))
         if truth.phases:
             from ..segment import border_touching
