@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .. import __version__
-from .._shared import InputError
+from .._shared import BlockRunner, InputError
 from ._config import RunConfig, config_template, load_config, parse_config
 from ._runner import StageRecord, clean_interrupted, execute, read_manifest, run_log
 from ._stages import STAGE_NAMES, STAGES, RunContext, open_ct
@@ -139,26 +139,25 @@ def run_pipeline(
         if name is not None and name not in STAGE_NAMES:
             raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}", source=flag)
     check_inputs(config)
-    address = config.execution.scheduler
-    if address is not None and "://" in address:  # a cluster that does not answer stops the run before any work
-        from .._shared import connect_scheduler
-
-        connect_scheduler(address, timeout_s=10.0).close()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("exists and is not a folder", source=run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir, quiet=quiet) as log:
-        removed = clean_interrupted(run_dir)
-        if removed:
-            log.info("removed %d unfinished stage folder(s) of an interrupted run", len(removed))
-        (run_dir / "config.yaml").write_text(_config_yaml(config))
-        context = RunContext(config=config, run_dir=run_dir, progress=progress)
-        try:
+    runner = None
+    address = config.execution.scheduler
+    if address is not None and "://" in address:  # connect now: a cluster that does not answer stops the run here
+        runner = BlockRunner(*config.execution.runner_settings())
+    context = RunContext(config=config, run_dir=run_dir, progress=progress, block_runner=runner)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_log(run_dir, quiet=quiet) as log:
+            removed = clean_interrupted(run_dir)
+            if removed:
+                log.info("removed %d unfinished stage folder(s) of an interrupted run", len(removed))
+            (run_dir / "config.yaml").write_text(_config_yaml(config))
             records = execute(STAGES, context, run_dir, version=__version__, from_stage=from_stage,
                               only_until=until)
-        finally:
-            context.close()
+    finally:
+        context.close()
     current = {r.stage for r in records}  # publish only what this run brought up to date
     report = _publish(run_dir, "report", "report.html") if "report" in current else None
     summary = _publish(run_dir, "analysis", "summary.json") if "analysis" in current else None

@@ -128,7 +128,7 @@ def _rss_bytes() -> int:
 
                 return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
             continue
-        pending.extend(_children("self" if pid == "self" else pid))
+        pending.extend(_children(pid))
     return total
 
 

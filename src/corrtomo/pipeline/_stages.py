@@ -32,7 +32,8 @@ class RunContext:
     progress: Progress | None = None
     results: dict[str, dict] = field(default_factory=dict)
     records: list = field(default_factory=list)  # StageRecord of every stage so far in this run
-    block_runner: Any = None  # BlockRunner, made on first use by a chunked stage
+    block_runner: Any = None  # BlockRunner: given (a remote cluster, connected up front) or made on first use
+    _runner_logged: bool = False
 
     @property
     def runner(self):
@@ -40,9 +41,10 @@ class RunContext:
         if self.block_runner is None:
             from .._shared import BlockRunner
 
-            workers, scheduler = self.config.execution.runner_settings()
-            self.block_runner = BlockRunner(workers, scheduler)
+            self.block_runner = BlockRunner(*self.config.execution.runner_settings())
+        if not self._runner_logged:
             LOGGER.info("chunked blocks run %s", self.block_runner.description)
+            self._runner_logged = True
         return self.block_runner
 
     def close(self) -> None:
