@@ -530,7 +530,7 @@ def _unet_phases(context: RunContext, out: Path, foreground) -> tuple[Any, dict]
 
 
 def _train_unet(context: RunContext, out: Path, ct, labels, names: dict[int, str]) -> dict:
-    """Train the 3D U-Net from the same sparse labels the forest uses; save it beside nothing else."""
+    """Train the 3D U-Net from the same sparse labels the forest uses and save it in the stage folder."""
     from ..segment.unet import UNetTrainingSettings, save_unet, train_unet
 
     options = context.config.stages.phases

@@ -409,12 +409,6 @@ class PhaseClassifier:
         phases = np.zeros(shape, dtype=np.uint8) if out is None else out
         if tuple(phases.shape) != shape:
             raise InputError(f"output shape {tuple(phases.shape)} differs from {shape}", source="out")
-        proba_volume = uncertainty_volume = None
-        if probabilities:
-            proba_volume = np.zeros((n_classes, *shape), dtype=np.float32)
-            if mask is not None and matrix.size:
-                proba_volume[matrix[0]] = 1.0
-            uncertainty_volume = np.zeros(shape, dtype=np.float32)
         all_blocks = list(iter_blocks(shape, blocks))
         if not probabilities:  # phases only: blocks are independent, the runner may spread them
             runner = BlockRunner() if runner is None else runner
@@ -427,6 +421,11 @@ class PhaseClassifier:
                 if progress is not None:
                     progress("classify", done, len(all_blocks))
             return PhasePrediction(phases=phases, probabilities=None, uncertainty=None, class_ids=self.class_ids)
+        # with probabilities and uncertainty: whole-volume arrays, filled block by block here
+        proba_volume = np.zeros((n_classes, *shape), dtype=np.float32)
+        if mask is not None and matrix.size:
+            proba_volume[matrix[0]] = 1.0
+        uncertainty_volume = np.zeros(shape, dtype=np.float32)
         for done, block in enumerate(all_blocks, start=1):
             found = _block_phases(self, data, mask, block, halo, spacing)
             block_shape_ = tuple(s.stop - s.start for s in block)
@@ -438,22 +437,21 @@ class PhaseClassifier:
                 continue
             result, proba, choice, inside = found
             phases[block] = result.reshape(block_shape_)
-            if probabilities:
-                full = np.zeros((n_classes, result.size), dtype=np.float32)
-                if inside is None:
-                    full[:] = proba
-                else:
-                    if matrix.size:
-                        full[matrix[0]] = 1.0
-                    full[:, inside] = proba
-                proba_volume[(slice(None), *block)] = full.reshape(n_classes, *block_shape_)
-                unc = np.zeros(result.size, dtype=np.float32)
-                unc_values = _uncertainty(choice, uncertainty)
-                if inside is None:
-                    unc[:] = unc_values
-                else:
-                    unc[inside] = unc_values
-                uncertainty_volume[block] = unc.reshape(block_shape_)
+            full = np.zeros((n_classes, result.size), dtype=np.float32)
+            if inside is None:
+                full[:] = proba
+            else:
+                if matrix.size:
+                    full[matrix[0]] = 1.0
+                full[:, inside] = proba
+            proba_volume[(slice(None), *block)] = full.reshape(n_classes, *block_shape_)
+            unc = np.zeros(result.size, dtype=np.float32)
+            unc_values = _uncertainty(choice, uncertainty)
+            if inside is None:
+                unc[:] = unc_values
+            else:
+                unc[inside] = unc_values
+            uncertainty_volume[block] = unc.reshape(block_shape_)
             if progress is not None:
                 progress("classify", done, len(all_blocks))
         return PhasePrediction(phases=phases, probabilities=proba_volume, uncertainty=uncertainty_volume,
