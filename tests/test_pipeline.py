@@ -215,6 +215,9 @@ def test_changed_parameter_reruns_its_stage_and_dependents_only(sample_dir, run_
         # train (phases options) -> phases -> measure ...; particles comes later but does not read them
         (("train",), {"stages": {"particles": {"h_um": 0.05}, "analysis": {"threshold": 0.95},
                                  "phases": {"n_estimators": 32}}}),
+        # the refinement reads phases and particles; nothing before it reads it
+        (("refine",), {"stages": {"particles": {"h_um": 0.05}, "analysis": {"threshold": 0.95},
+                                  "phases": {"n_estimators": 32}, "refine": {"false_alarms": 0.01}}}),
     ]
     for changed, changes in cases:
         expected = _affected(changed, RUN_STAGES)
@@ -228,8 +231,9 @@ def test_changed_parameter_reruns_its_stage_and_dependents_only(sample_dir, run_
                    {k: v for k, v in before.items() if k.startswith(f"{name}/")}, name
         for name in result.ran:  # new manifests with the new parameters
             assert after[f"{name}/manifest.json"] != before[f"{name}/manifest.json"], name
-    assert _affected(("particles",), RUN_STAGES) == ["particles", "measure", "analysis", "evaluate"]
-    assert _affected(("train",), RUN_STAGES) == ["train", "phases", "measure", "analysis", "evaluate"]
+    assert _affected(("particles",), RUN_STAGES) == ["particles", "refine", "measure", "analysis", "evaluate"]
+    assert _affected(("train",), RUN_STAGES) == ["train", "phases", "refine", "measure", "analysis", "evaluate"]
+    assert _affected(("refine",), RUN_STAGES) == ["refine", "measure", "analysis", "evaluate"]
     assert _manifest(run_copy, "particles")["params"]["h_um"] == 0.05
     # the changed threshold reached the summary
     assert json.loads((run_copy / "summary.json").read_text())["threshold"] == 0.95
@@ -297,7 +301,7 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(reference, sample_dir,
 
     ref = reference.run_dir
     for stage, name in (("phases", "phases.ome.zarr"), ("particles", "particles.ome.zarr"),
-                        ("phases", "uncertainty.ome.zarr")):
+                        ("phases", "uncertainty.ome.zarr"), ("refine", "phases.ome.zarr")):
         resumed = np.asarray(read_volume(run_dir / stage / name, lazy=False).data)
         expected = np.asarray(read_volume(ref / stage / name, lazy=False).data)
         assert resumed.shape == expected.shape and resumed.dtype == expected.dtype
@@ -579,7 +583,7 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
         return np.asarray(read_volume(run / stage / name, lazy=False).data)
 
     for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
-                        ("phases", "phases.ome.zarr")):
+                        ("phases", "phases.ome.zarr"), ("refine", "phases.ome.zarr")):
         np.testing.assert_array_equal(volume(result.run_dir, stage, name), volume(reference.run_dir, stage, name))
     found = volume(result.run_dir, "particles", "particles.ome.zarr")
     expected = volume(reference.run_dir, "particles", "particles.ome.zarr")

@@ -10,6 +10,7 @@ from ._blocks import BlockGrid, block_grid, read_block
 from ._foreground import foreground_mask_chunked
 from ._grains import grain_table_chunked
 from ._label import BlockUnion, label_components
+from ._refine import refine_phases_chunked
 from ._rim import correct_rim_phases_chunked
 from ._separate import ChunkedParticleSegmentation, HaloWarning, separate_particles_chunked
 from ._table import particle_table_chunked
@@ -26,5 +27,6 @@ __all__ = [
     "label_components",
     "particle_table_chunked",
     "read_block",
+    "refine_phases_chunked",
     "separate_particles_chunked",
 ]

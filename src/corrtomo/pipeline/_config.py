@@ -152,6 +152,19 @@ class ParticleOptions(_Strict):
     merge_oversplit: bool = False
 
 
+class RefineOptions(_Strict):
+    """Particle-aware phase refinement after particle separation (corrtomo.segment.refine_phases)."""
+
+    contact_voxels: int = Field(2, ge=0, description="voxels on each side of a particle contact whose phase "
+                                "comes from the particle's interior; 0 = off")
+    inclusions: bool = Field(True, description="recover inclusions blurred into their host grain "
+                             "(corrtomo.segment.recover_inclusions)")
+    false_alarms: PositiveFloat = Field(0.05, description="expected false inclusions per volume under Gaussian "
+                                        "noise (sets the detection threshold)")
+    blur_sigma_voxels: PositiveFloat | None = Field(None, description="CT point-spread sigma; default estimated "
+                                                    "from the particle edges")
+
+
 class AnalysisOptions(_Strict):
     threshold: float = Field(0.99, ge=0, lt=1, description="free particle: vf_i > threshold (paper Eq. 1)")
     size_bins_um: list[PositiveFloat] | None = None
@@ -171,6 +184,7 @@ class Stages(_Strict):
     foreground: ForegroundOptions = ForegroundOptions()
     phases: PhaseOptions = PhaseOptions()
     particles: ParticleOptions = ParticleOptions()
+    refine: RefineOptions = RefineOptions()
     analysis: AnalysisOptions = AnalysisOptions()
 
 

@@ -63,7 +63,7 @@ def build_report(context, path: Path) -> Path:
     config = context.config
     run_dir = context.run_dir
     ct = read_volume(run_dir / "volume" / "ct.ome.zarr", lazy=True).data
-    phases = read_volume(run_dir / "phases" / "phases.ome.zarr", lazy=True).data
+    phases = read_volume(run_dir / "refine" / "phases.ome.zarr", lazy=True).data
     particles = read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=True).data
     accuracy = context.results.get("evaluate") or None
     sections = []

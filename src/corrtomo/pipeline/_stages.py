@@ -1,7 +1,7 @@
 """The pipeline's stages: thin wrappers over the stage packages' Python API.
 
 Order: volume (read or stitch) -> foreground -> sections (EDS -> mineral maps) -> register ->
-labels -> train -> phases -> particles -> measure -> analysis (liberation, spectra, stereology,
+labels -> train -> phases -> particles -> refine (contacts, inclusions) -> measure -> analysis (liberation, spectra, stereology,
 representativeness, summary) -> evaluate (twin truth, when given) -> report.
 """
 
@@ -649,6 +649,53 @@ def _run_particles(context: RunContext, out: Path) -> dict:
             "n_touching_border": int(np.asarray(segmentation.touches_border).sum()), **extra}
 
 
+# the phase volume every stage after the refinement reads
+PHASES = ("refine", "phases.ome.zarr")
+
+
+def _run_refine(context: RunContext, out: Path) -> dict:
+    from ..segment import InclusionSettings
+
+    options = context.config.stages.refine
+    spacing = context.spacing()
+    names = context.phase_names()
+    settings = InclusionSettings(blur_sigma_voxels=options.blur_sigma_voxels, false_alarms=options.false_alarms)
+    if context.chunked:
+        from ..chunked import refine_phases_chunked
+
+        refined = context.work_array(out, "phases", np.uint8)
+        refined, report = refine_phases_chunked(
+            context.lazy("volume", "ct.ome.zarr"), context.lazy("phases", "phases.ome.zarr"),
+            context.lazy("particles", "particles.ome.zarr"), contact_voxels=options.contact_voxels,
+            inclusions=options.inclusions, settings=settings, chunks=context.chunks, out=refined,
+            scratch=context.work_array(out, "contact", np.uint8), runner=context.runner)
+        counts = _block_sum(refined, minlength=256)
+    else:
+        from ..segment import refine_phases
+
+        refined, report = refine_phases(context.read("volume", "ct.ome.zarr"), context.read("phases", "phases.ome.zarr"),
+                                        context.read("particles", "particles.ome.zarr"),
+                                        contact_voxels=options.contact_voxels, inclusions=options.inclusions,
+                                        settings=settings)
+        counts = np.bincount(refined.ravel(), minlength=256)
+    _zarr(out / "phases.ome.zarr", refined, spacing, context.config.output.chunk)
+    if context.config.output.tiff:
+        from ..io import read_volume, write_tiff
+
+        write_tiff(out / "phases.tif", read_volume(out / "phases.ome.zarr", lazy=True).data, spacing=spacing)
+    total = max(int(counts[1:].sum()), 1)
+    result: dict[str, Any] = {"volume_fractions": {names[i]: float(counts[i] / total) for i in names}}
+    if report is not None:
+        model = report.model
+        hosts, found = np.nonzero(report.relabelled)
+        result.update({
+            "blur_sigma_voxels": model.blur_sigma_voxels, "threshold_z": model.threshold_z,
+            "noise_sd": model.spread, "n_inclusions": report.n_inclusions, "n_relabelled": report.n_relabelled,
+            "relabelled": {f"{names.get(int(h), h)} -> {names.get(int(f), f)}": int(report.relabelled[h, f])
+                           for h, f in zip(hosts, found, strict=True)}})
+    return result
+
+
 def _run_measure(context: RunContext, out: Path) -> dict:
     from ..measure import grain_table, label_grains, particle_table
 
@@ -658,14 +705,14 @@ def _run_measure(context: RunContext, out: Path) -> dict:
         from ..chunked import grain_table_chunked, particle_table_chunked
 
         lazy_particles = context.lazy("particles", "particles.ome.zarr")
-        lazy_phases = context.lazy("phases", "phases.ome.zarr")
+        lazy_phases = context.lazy(*PHASES)
         table = particle_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
                                        chunks=context.chunks)
         grains_df = grain_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
                                         chunks=context.chunks)
     else:
         particles = context.read("particles", "particles.ome.zarr")
-        phases = context.read("phases", "phases.ome.zarr")
+        phases = context.read(*PHASES)
         grains = label_grains(particles, phases)
         table = particle_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
         grains_df = grain_table(particles, phases, spacing=spacing, phase_names=names, grains=grains)
@@ -699,7 +746,7 @@ def _sections_and_pieces_chunked(context: RunContext, table, sections: dict):
     from ..stats import representativeness_from_table
 
     particles = context.lazy("particles", "particles.ome.zarr")
-    phases = context.lazy("phases", "phases.ome.zarr")
+    phases = context.lazy(*PHASES)
     shape = tuple(int(n) for n in particles.shape)
     # border from the boxes (volume faces only), as composition_table finds it in memory: the
     # table's flag also holds the pillar wall
@@ -748,7 +795,7 @@ def _run_analysis(context: RunContext, out: Path) -> dict:
         stereology, pieces = _sections_and_pieces_chunked(context, table, sections)
     else:
         particles = context.read("particles", "particles.ome.zarr")
-        phases = context.read("phases", "phases.ome.zarr")
+        phases = context.read(*PHASES)
         stereology = stereology_comparison(particles, phases, **sections)
         pieces = representativeness(particles, spacing=spacing, piece_size_um=_piece_size(context),
                                     esd_bins_um=options.size_bins_um)
@@ -914,7 +961,7 @@ def _evaluate_volumes_chunked(context: RunContext, table, names: dict[int, str],
     truth = config.truth
     chunks = context.chunks
     accuracy: dict[str, Any] = {}
-    phases = context.lazy("phases", "phases.ome.zarr")
+    phases = context.lazy(*PHASES)
     particles = context.lazy("particles", "particles.ome.zarr")
     if truth.phases:
         true_phases = _truth_volume(config, truth.phases, spacing, phases.shape, lazy=True)
@@ -948,7 +995,7 @@ def _evaluate_volumes(context: RunContext, table, names: dict[int, str], spacing
     config = context.config
     truth = config.truth
     accuracy: dict[str, Any] = {}
-    phases = context.read("phases", "phases.ome.zarr")
+    phases = context.read(*PHASES)
     particles = context.read("particles", "particles.ome.zarr")
     if truth.phases:
         true_phases = _truth_volume(config, truth.phases, spacing, phases.shape, lazy=False)
@@ -1057,18 +1104,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("particles", ("foreground",), lambda c: {**_options("particles")(c), "tiff": c.output.tiff},
           _no_inputs, _run_particles,
           extra_needs=lambda c: ("phases",) if c.stages.particles.foreground == "unet" else ()),
-    Stage("measure", ("phases", "particles"), lambda c: {}, _no_inputs, _run_measure),
-    Stage("analysis", ("measure", "phases", "particles"), _options("analysis"), _no_inputs, _run_analysis),
+    Stage("refine", ("volume", "phases", "particles"), lambda c: {**_options("refine")(c), "tiff": c.output.tiff},
+          _no_inputs, _run_refine),
+    Stage("measure", ("refine", "particles"), lambda c: {}, _no_inputs, _run_measure),
+    Stage("analysis", ("measure", "refine", "particles"), _options("analysis"), _no_inputs, _run_analysis),
     Stage("overview", ("volume", "foreground", "particles"),
           lambda c: {"overview": c.overview.model_dump() if c.overview else None, "particles": _options("particles")(c),
                      "foreground_method": c.stages.foreground.method,
                      "size_bins_um": c.stages.analysis.size_bins_um, "chunk": c.output.chunk},
           lambda c: {"overview": c.resolve(c.overview.path)} if c.overview else {}, _run_overview,
           enabled=lambda c: c.overview is not None),
-    Stage("evaluate", ("phases", "particles", "measure", "register", "sections", "overview"),
+    Stage("evaluate", ("refine", "particles", "measure", "register", "sections", "overview"),
           lambda c: {"truth": c.truth.model_dump() if c.truth else None, "analysis": _options("analysis")(c)},
           _truth_inputs, _run_evaluate, enabled=lambda c: c.truth is not None),
-    Stage("report", ("volume", "sections", "register", "phases", "particles", "measure", "analysis", "overview",
+    Stage("report", ("volume", "sections", "register", "refine", "particles", "measure", "analysis", "overview",
                      "evaluate"),
           lambda c: {"version": __version__}, _no_inputs, _run_report),
 )
