@@ -26,6 +26,7 @@ from corrtomo.segment import (
     correct_contact_phases,
     detection_threshold,
     estimate_inclusion_model,
+    reclassify_small_grains,
     recover_inclusions,
     refine_phases,
 )
@@ -35,6 +36,7 @@ from corrtomo.segment._refine import (
     grey_range_block,
     inclusion_model,
     level_histograms_block,
+    reclassify_small_grains_block,
     recover_inclusions_block,
     residual_histogram_block,
 )
@@ -542,3 +544,82 @@ def test_a_deep_contact_band_stays_inside_the_touching_particles():
     phases[2:10, 11, 2:10] = 3
     corrected = correct_contact_phases(phases, particles, depth_voxels=4)
     np.testing.assert_array_equal(corrected[particles == 3], phases[particles == 3])
+
+
+# --------------------------------------------------------------------------------------------
+# small grains
+
+
+def _two_particle_volume(seed: int):
+    """A bright particle (phase 1, level 1.0) and a dark one (phase 2, level 0.4) that touch, and a
+    phase-3 one (0.7) on the border, in matrix 0; blurred (sigma 0.9) with noise 0.01. Returns ct
+    and the true phases/particles."""
+    from scipy import ndimage
+
+    particles = np.zeros((40, 40, 56), dtype=np.int32)
+    particles[6:34, 6:34, 4:28] = 1
+    particles[6:34, 6:34, 28:52] = 2
+    particles[34:40, 0:12, 0:12] = 3  # gives phase 3 (0.7) its level
+    phases = particles.astype(np.uint8)
+    levels = np.array([0.0, 1.0, 0.4, 0.7])
+    ct = ndimage.gaussian_filter(levels[phases], 0.9)
+    ct = (ct + np.random.default_rng(seed).normal(0.0, 0.01, ct.shape)).astype(np.float32)
+    return ct, phases, particles
+
+
+def test_a_misread_band_at_a_contact_takes_its_particle_phase_and_a_true_grain_stays():
+    ct, truth, particles = _two_particle_volume(0)
+    phases = truth.copy()
+    phases[10:20, 10:18, 29:31] = 3  # a band of the dark particle at the contact, misread as phase 3 (0.7)
+    phases[24:28, 24:28, 14:18] = 3  # a true phase-3 grain inside the bright particle ...
+    truth = truth.copy()
+    truth[24:28, 24:28, 14:18] = 3
+    from scipy import ndimage
+
+    levels = np.array([0.0, 1.0, 0.4, 0.7])
+    ct = (ct - ndimage.gaussian_filter(levels[_two_particle_volume(0)[1]], 0.9).astype(np.float32)
+          + ndimage.gaussian_filter(levels[truth], 0.9).astype(np.float32))  # ... that is in the CT
+    settings = InclusionSettings(blur_sigma_voxels=0.9)
+    model = estimate_inclusion_model(ct, phases, particles, settings)
+    refined, n_grains = reclassify_small_grains(ct, phases, particles, model=model)
+    assert n_grains == 1
+    np.testing.assert_array_equal(refined, truth)
+    # a grain of a phase with no level (none deep enough) keeps its phase
+    phases[particles == 3] = 2
+    phases[24:28, 24:28, 14:18] = 4
+    no_level = estimate_inclusion_model(ct, phases, particles, settings)
+    assert np.isnan(no_level.level[4])
+    assert reclassify_small_grains(ct, phases, particles, model=no_level)[0][25, 25, 15] == 4
+    phases[particles == 3] = 3
+    phases[24:28, 24:28, 14:18] = 3
+    # off: nothing changes
+    off = estimate_inclusion_model(ct, phases, particles, InclusionSettings(blur_sigma_voxels=0.9,
+                                                                            small_grain_voxels=0))
+    np.testing.assert_array_equal(reclassify_small_grains(ct, phases, particles, model=off)[0], phases)
+
+
+def test_small_grain_blocks_equal_the_whole_volume():
+    ct, truth, particles = _two_particle_volume(1)
+    phases = truth.copy()
+    phases[10:20, 10:18, 29:31] = 3
+    phases[20:24, 5:9, 26:29] = 3  # a misread patch across the contact
+    model = estimate_inclusion_model(ct, phases, particles, InclusionSettings(blur_sigma_voxels=0.9))
+    whole, n_whole, moved_whole = reclassify_small_grains_block(ct, phases, particles, (slice(None),) * 3, model)
+    assembled = np.zeros_like(phases)
+    n_blocks, moved = 0, np.zeros((256, 256), np.int64)
+    shape = phases.shape
+    for z0 in (0, 20):
+        for x0 in (0, 30):
+            core = (slice(z0, z0 + 20), slice(0, 40), slice(x0, min(x0 + 30, shape[2])))
+            halo = model.grain_halo()
+            box = tuple(slice(max(c.start - halo, 0), min(c.stop + halo, n)) for c, n in zip(core, shape, strict=True))
+            inner = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(core, box, strict=True))
+            cut = [box[a].start > 0 if end == 0 else box[a].stop < shape[a] for a in range(3) for end in (0, 1)]
+            part, count, block_moved = reclassify_small_grains_block(ct[box], phases[box], particles[box], inner,
+                                                                     model, cut_faces=cut)
+            assembled[core] = part
+            n_blocks += count
+            moved += block_moved
+    np.testing.assert_array_equal(assembled, whole)
+    assert n_blocks == n_whole == 2
+    np.testing.assert_array_equal(moved, moved_whole)

@@ -30,7 +30,10 @@ def refine_phases_chunked(
     spread, number of tested voxels) are merged from per-block histograms over the blocks'
     cores, exactly as the in-memory path computes them from one block; the search itself runs
     per block with the halo of :meth:`InclusionModel.halo`, in which every candidate that
-    touches a block's core is seen whole (candidates up to 8 voxels across).
+    touches a block's core is seen whole (candidates up to 8 voxels across), and the small-grain
+    reclassification per block with :meth:`InclusionModel.grain_halo`, in which every small
+    grain touching the core and every grain whose blur reaches it are seen whole (grains cut by
+    a block face count as large, as they are).
 
     Guarantee: the result equals the in-memory refinement, except where the Euclidean feature
     transform breaks an exact distance tie differently in a block, or an anomaly larger than
@@ -79,13 +82,23 @@ def refine_phases_chunked(
         return result, None
 
     model = _inclusion_model(ct, contacted, particles, grid, blocks, settings, runner)
+    # inclusions from the contact-corrected phases into `result`, small grains from `result` back
+    # into the first scratch array, then copied into `result`
     n_inclusions, moved = 0, np.zeros((256, 256), dtype=np.int64)
     for count, entries in runner.map(_inclusion_block, blocks, ct=ct, phases=contacted, particles=particles,
                                      result=result, grid=grid, model=model):
         n_inclusions += count
         for host, phase, n in entries:
             moved[host, phase] += n
-    return result, InclusionReport(model, n_inclusions, int(moved.sum()), moved)
+    n_grains, grain_moved = 0, np.zeros((256, 256), dtype=np.int64)
+    for count, entries in runner.map(_grain_block, blocks, ct=ct, phases=result, particles=particles,
+                                     result=contacted, grid=grid, model=model):
+        n_grains += count
+        for old, new, n in entries:
+            grain_moved[old, new] += n
+    for _ in runner.map(_copy_block, blocks, source=contacted, result=result, grid=grid):
+        pass
+    return result, InclusionReport(model, n_inclusions, int(moved.sum()), moved, n_grains, grain_moved)
 
 
 def _inclusion_model(ct, phases, particles, grid, blocks, settings, runner):
@@ -178,3 +191,22 @@ def _inclusion_block(index, *, ct, phases, particles, result, grid, model):
     result[core] = refined
     hosts, phases_to = np.nonzero(moved)
     return count, [(int(h), int(p), int(moved[h, p])) for h, p in zip(hosts, phases_to, strict=True)]
+
+
+def _grain_block(index, *, ct, phases, particles, result, grid, model):
+    from ..segment._refine import reclassify_small_grains_block
+
+    core, box, inner = grid.box(index, model.grain_halo())
+    cut = [box[axis].start > 0 if end == 0 else box[axis].stop < grid.shape[axis]
+           for axis in range(3) for end in (0, 1)]
+    refined, count, moved = reclassify_small_grains_block(
+        read_block(ct, box), read_block(phases, box).astype(np.uint8, copy=False), read_block(particles, box),
+        inner, model, cut_faces=cut)
+    result[core] = refined
+    old, new = np.nonzero(moved)
+    return count, [(int(o), int(n), int(moved[o, n])) for o, n in zip(old, new, strict=True)]
+
+
+def _copy_block(index, *, source, result, grid) -> None:
+    core = grid.slices(index)
+    result[core] = read_block(source, core)

@@ -2,10 +2,11 @@
 
 :func:`separate_particles_chunked` runs the chain of
 :func:`corrtomo.segment.separate_particles` (exact EDT, lightly smoothed relief, h-maxima or
-eroded-core markers, marker watershed of the exact distance, removal of small particles, border
-flags) on one block plus a halo at a time, and labels the whole volume up to renumbering as the
-in-memory function does. Memory is a few (block + halo) volumes at a time plus a table of
-O(number of particles) entries. Axes are (z, y, x) = (plane, row, column).
+eroded-core markers, marker watershed of the exact distance, optional merging of over-split
+particles, removal of small particles, border flags) on one block plus a halo at a time, and
+labels the whole volume up to renumbering as the in-memory function does. Memory is a few
+(block + halo) volumes at a time plus a table of O(number of particles) entries. Axes are
+(z, y, x) = (plane, row, column).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from itertools import product
 
 import numpy as np
 
@@ -171,6 +173,27 @@ def _marker_keys(markers: np.ndarray, origin, shape) -> np.ndarray:
     return table
 
 
+def _forward_offsets(connectivity: int) -> np.ndarray:
+    """(K/2, 3) int64 neighbour offsets after the centre in raster order: one of each +-pair, as
+    the forward half scanned by :func:`~corrtomo.segment.merge_oversplit_particles`."""
+    order = {6: 1, 18: 2, 26: 3}[int(connectivity)]
+    grid = np.stack(np.meshgrid(*([np.arange(-1, 2)] * 3), indexing="ij"), axis=-1).reshape(-1, 3)
+    norm = np.abs(grid).sum(axis=1)
+    offsets = grid[(norm > 0) & (norm <= order)]
+    return np.ascontiguousarray(offsets[offsets.shape[0] // 2:], dtype=np.int64)
+
+
+def _group_max(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct `keys` (sorted) and the largest of their `values` (vectorised, no ufunc.at)."""
+    if keys.size == 0:
+        return keys.astype(np.int64), values
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    values = values[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[starts].astype(np.int64), np.maximum.reduceat(values, starts)
+
+
 # --------------------------------------------------------------------------------------------
 # public
 # --------------------------------------------------------------------------------------------
@@ -230,6 +253,80 @@ def _relabel_block(item, *, target, grid) -> None:
     target[core] = np.take(lut, read_block(target, core))
 
 
+def _shifted(box, by) -> tuple[slice, ...]:
+    """Slices of `box` (a tuple of slices) moved by `by` voxels per axis."""
+    return tuple(slice(b.start + int(o), b.stop + int(o)) for b, o in zip(box, by, strict=True))
+
+
+def _merge_block(item, *, foreground, target, grid, spacing, halo, inside_pillar, offsets, n_markers):
+    """Depth of every marker met by the core and saddles between touching markers, for one block.
+
+    `item` is ``(index, neighbours)`` with ``neighbours`` a list of ``(block index, lut)`` for
+    the block and its (up to 26) neighbours, ``lut`` mapping that block's local labels (as
+    written by pass 2) to global marker numbers 1..`n_markers`. The exact EDT is recomputed on
+    the block + `halo` (enough for every core voxel and its one-voxel ring, see the caller).
+    Returns ``(marker numbers, peaks, pair keys, saddles)``: the largest EDT per marker over the
+    core, and per unordered pair ``(a, b)``, ``a < b``, keyed ``a * (n_markers + 1) + b``, the
+    largest ``min(d(x), d(y))`` over neighbour pairs ``x`` in the core, ``y = x + offset`` for a
+    forward offset (so every voxel pair of the volume is seen in exactly one block).
+    """
+    index, neighbours = item
+    core, box, _ = grid.box(index, halo)
+    _, ring, _ = grid.box(index, 1)  # core + one voxel, clipped to the volume
+    padded = tuple(c.stop - c.start + 2 for c in core)  # core + one voxel on every side
+    origin = [c.start - 1 for c in core]  # volume coordinates of the padded array's first voxel
+    relief = np.zeros(padded, np.float32)  # 0 and no marker beyond the volume: no pair there
+    distance = distance_map(_read_foreground(foreground, box, inside_pillar), spacing=spacing)
+    relief[_shifted(ring, -np.asarray(origin))] = distance[_shifted(ring, [-b.start for b in box])]
+    del distance
+    local = read_block(target, ring)
+    markers = np.zeros(padded, np.int64)
+    for neighbour, lut in neighbours:
+        part = tuple(slice(max(a.start, r.start), min(a.stop, r.stop))
+                     for a, r in zip(grid.slices(neighbour), ring, strict=True))
+        labels = local[_shifted(part, [-r.start for r in ring])]
+        markers[_shifted(part, -np.asarray(origin))] = np.take(lut, labels)
+    del local
+    inner = tuple(slice(1, n - 1) for n in padded)
+    centre = markers[inner]
+    depth = relief[inner]
+    inside = centre > 0
+    ids, peaks = _group_max(centre[inside], depth[inside])
+    keys, saddles = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for offset in offsets:
+        shifted = _shifted(inner, offset)
+        other = markers[shifted]
+        contact = inside & (other > 0) & (other != centre)
+        a, b = centre[contact], other[contact]
+        keys.append(np.minimum(a, b) * (int(n_markers) + 1) + np.maximum(a, b))
+        saddles.append(np.minimum(depth[contact], relief[shifted][contact]))
+    keys, saddles = _group_max(np.concatenate(keys), np.concatenate(saddles))
+    return ids, peaks, keys, saddles
+
+
+def _merge_groups(records, n_markers: int, ratio: float) -> np.ndarray:
+    """Group (0..G-1, numbered in order of the smallest marker) of each marker 1..m, from the
+    per-block peaks and saddles, merging as :func:`~corrtomo.segment.merge_oversplit_particles`."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids, values = _group_max(np.concatenate([r[0] for r in records] + [np.zeros(0, np.int64)]),
+                             np.concatenate([r[1] for r in records] + [np.zeros(0, np.float32)]))
+    peaks = np.zeros(n_markers + 1, np.float64)
+    peaks[ids] = values
+    keys, saddles = _group_max(np.concatenate([r[2] for r in records] + [np.zeros(0, np.int64)]),
+                               np.concatenate([r[3] for r in records] + [np.zeros(0, np.float32)]))
+    lo, hi = np.divmod(keys, n_markers + 1)
+    keep = saddles.astype(np.float64) >= ratio * np.minimum(peaks[lo], peaks[hi])
+    graph = coo_matrix((np.ones(int(keep.sum()), np.int8), (lo[keep], hi[keep])),
+                       shape=(n_markers + 1, n_markers + 1))
+    _, component = connected_components(graph, directed=False)
+    _, first, inverse = np.unique(component[1:], return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    return rank[inverse.ravel()]
+
+
 def separate_particles_chunked(
     foreground,
     *,
@@ -245,6 +342,8 @@ def separate_particles_chunked(
     core_fraction: float = 0.7,
     resolution_um: float | None = None,
     connectivity: int = 26,
+    merge_oversplit: bool = False,
+    merge_ratio: float = 0.9,
     pillar: Pillar | None = None,
     levels_per_voxel: int = 4,
     runner: BlockRunner | None = None,
@@ -272,14 +371,19 @@ def separate_particles_chunked(
         same chunks). Default: a new uint32 numpy array.
     method, h_um, smooth_um, min_distance_um, core_fraction, resolution_um, connectivity, pillar
         As in :func:`corrtomo.segment.separate_particles` (same defaults).
+    merge_oversplit, merge_ratio
+        As in :func:`corrtomo.segment.separate_particles`: merge touching particles whose
+        saddle is at least `merge_ratio` times the shallower one's depth
+        (:func:`~corrtomo.segment.merge_oversplit_particles`), before small particles are
+        removed. Off by default; costs one more pass (see Notes).
     levels_per_voxel : int
         Grey levels per smallest voxel of the watershed queue
         (:func:`~corrtomo.segment.watershed_from_markers`).
     runner : corrtomo.BlockRunner, optional
-        Where passes 2 and 3 run their blocks (threads or a ``dask.distributed`` cluster, which
-        needs `out` to be a Zarr array every worker can open). Blocks are independent in these
-        passes and their records are merged in block order, so the labels are identical to a
-        serial run's. Default: serially in this process.
+        Where passes 2, 3 and the merge pass run their blocks (threads or a ``dask.distributed``
+        cluster, which needs `out` to be a Zarr array every worker can open). Blocks are
+        independent in these passes and their records are merged in block order, so the labels
+        are identical to a serial run's. Default: serially in this process.
 
     Returns
     -------
@@ -294,12 +398,13 @@ def separate_particles_chunked(
     Raises
     ------
     InputError
-        Non-3D or non-numeric input, bad chunks, halo, method or connectivity, or `out` of the
-        wrong shape or dtype.
+        Non-3D or non-numeric input, bad chunks, halo, method, connectivity or (non-finite)
+        `merge_ratio`, or `out` of the wrong shape or dtype.
 
     Notes
     -----
-    Three passes over the blocks (a Python loop over blocks, never over voxels or labels):
+    Three passes over the blocks, four with ``merge_oversplit`` (a Python loop over blocks,
+    never over voxels or labels):
 
     1. *Grey levels.* The EDT of each block plus a halo gives the largest distance
        :math:`d_{max}` of the volume. A block's EDT is an upper bound of the true EDT (it sees
@@ -317,9 +422,24 @@ def separate_particles_chunked(
        border flags are recorded. If a particle present in the core reaches a face where the
        box cuts the volume, the block is redone with a doubled halo (up to `max_halo_um`).
     3. *Global numbering.* The keys of all blocks are merged (``np.unique``), voxel counts are
-       summed per key, particles with ESD below ``2 * resolution_um`` are dropped as in
-       :func:`~corrtomo.segment.remove_small_particles`, the rest are numbered 1..n in key
-       order, and each block of `out` is relabelled with one lookup table (a vectorised take).
+       summed per key (per merged group with ``merge_oversplit``), particles with ESD below
+       ``2 * resolution_um`` are dropped as in :func:`~corrtomo.segment.remove_small_particles`,
+       the rest are numbered 1..n in key order (of a group's first key), and each block of `out`
+       is relabelled with one lookup table (a vectorised take).
+
+    With ``merge_oversplit``, a merge pass runs between passes 2 and 3, before small particles
+    are removed as in memory. Markers are numbered 1..m in key order and each block's local
+    labels are mapped to these numbers. Each block recomputes the exact EDT :math:`d` (the map
+    the in-memory chain merges on: EDT of the foreground inside the pillar, not smoothed) on
+    the block plus a halo of :math:`\\lceil d_{max} / s \\rceil + 2` voxels, and reads the
+    labels of pass 2 on the core plus a one-voxel ring (the ring's labels mapped through the
+    neighbouring blocks' tables). It records the largest :math:`d` per marker over the core
+    (the depth :math:`p`) and, per unordered pair of touching markers, the largest
+    :math:`\\min(d(x), d(y))` over voxel pairs with :math:`x` in the core and :math:`y = x + o`
+    for the forward half of the `connectivity` offsets, so that every voxel pair of the volume
+    is seen in exactly one block. The records are combined exactly (maxima), markers with
+    saddle :math:`s_{ab} \\ge` ``merge_ratio`` :math:`\\min(p_a, p_b)` are joined (connected
+    components of that graph, ``scipy.sparse.csgraph``), and pass 3 numbers the groups.
 
     **Guarantee.** The labels equal those of :func:`~corrtomo.segment.separate_particles` on
     the whole volume up to renumbering (a bijection between labels with the same voxels) when,
@@ -336,6 +456,16 @@ def separate_particles_chunked(
     ``cc3d`` labelling of the box). For ``method="eroded_cores"`` the proof also needs exact
     distances within the maximum-filter window around the component, which the check assumes.
 
+    With ``merge_oversplit`` the guarantee carries over unchanged: whenever the watershed labels
+    of pass 2 equal the in-memory ones up to renumbering (provably under the condition above),
+    the labels equal those of ``separate_particles(..., merge_oversplit=True,
+    merge_ratio=...)`` up to renumbering. The merge pass adds no condition of its own: the
+    nearest background voxel of a voxel lies within :math:`d_{max}` of it, so the EDT of every
+    core and ring voxel is the same minimum over the same background voxels as in memory; the
+    voxel pairs are the in-memory ones, each seen once, and the depths, saddles (float32) and
+    the comparison (float64) are the same numbers. A merged particle touches the border when
+    any of its parts does, and ``n_cut_particles`` counts merged particles.
+
     In dense samples clusters are larger than any affordable halo. Then the markers and the
     flooding of a particle still depend only on the distance map within the particle and its
     surroundings, except where the flooding order inside one grey level (a quarter voxel of
@@ -350,7 +480,7 @@ def separate_particles_chunked(
     partly merged. Every foreground voxel is still labelled (each connected piece of a box has
     a marker) and labels stay consistent across blocks wherever the same marker is seen.
 
-    ``merge_oversplit`` and ``compactness`` of the in-memory function are not supported.
+    ``compactness`` of the in-memory function is not supported.
 
     Examples
     --------
@@ -362,7 +492,7 @@ def separate_particles_chunked(
     (2, 0, 45)
     """
 
-    timings = {"top_s": 0.0, "segment_s": 0.0, "relabel_s": 0.0}
+    timings = {"top_s": 0.0, "segment_s": 0.0, "merge_s": 0.0, "relabel_s": 0.0}
     shape = volume_shape(foreground, "foreground")
     if min(shape) == 0:
         raise InputError("the volume is empty", source="foreground")
@@ -377,6 +507,9 @@ def separate_particles_chunked(
     for name, value in (("halo_um", halo_um), ("max_halo_um", max_halo_um)):
         if value is not None and not (math.isfinite(float(value)) and float(value) >= 0):
             raise InputError(f"must be a finite value >= 0, got {value}", source=name)
+    merge_ratio = float(merge_ratio)
+    if merge_oversplit and not math.isfinite(merge_ratio):
+        raise InputError(f"must be finite, got {merge_ratio}", source="merge_ratio")
     grid = block_grid(shape, chunks, like=(foreground,) if out is None else (foreground, out))
     if out is None:
         target = np.zeros(shape, dtype=np.uint32)
@@ -433,16 +566,49 @@ def separate_particles_chunked(
         largest_halo = np.maximum(largest_halo, current)
     timings["segment_s"] = time.perf_counter() - start
 
-    # pass 3: global numbering (vectorised over labels), then relabel each block
-    start = time.perf_counter()
     all_keys = np.concatenate([r[1] for r in records] + [np.zeros(0, np.int64)])
     all_counts = np.concatenate([r[2] for r in records] + [np.zeros(0, np.int64)])
     unique_keys, inverse = np.unique(all_keys, return_inverse=True)
     voxels = np.bincount(inverse.ravel(), weights=all_counts, minlength=unique_keys.size)
+
+    # optional pass: merge over-split markers (exact EDT again, peaks and saddles per block)
+    group = None
+    if merge_oversplit:
+        start = time.perf_counter()
+        merge_halo = (np.asarray(shape, np.int64) if not math.isfinite(top)
+                      else np.ceil(top / spacing - 1e-9).astype(np.int64) + 2)
+        merge_halo = np.minimum(merge_halo, np.asarray(shape, np.int64))
+        markers = []  # per block: local label -> marker number 1..m (index in unique_keys + 1)
+        for ids, keys, _, _ in records:
+            lut = np.zeros(int(ids.max(initial=0)) + 1, np.int64)
+            lut[ids] = np.searchsorted(unique_keys, keys) + 1
+            markers.append(lut)
+        grid_shape = grid.grid_shape
+        items = []
+        for index in grid:
+            near = []
+            for step in product((-1, 0, 1), repeat=3):
+                other = tuple(i + d for i, d in zip(index, step, strict=True))
+                if all(0 <= i < n for i, n in zip(other, grid_shape, strict=True)):
+                    near.append((other, markers[int(np.ravel_multi_index(other, grid_shape))]))
+            items.append((index, near))
+        merge_records = list(runner.map(
+            _merge_block, items, foreground=foreground, target=target, grid=grid, spacing=spacing,
+            halo=merge_halo, inside_pillar=inside_pillar, offsets=_forward_offsets(connectivity),
+            n_markers=int(unique_keys.size)))
+        del items, markers
+        group = _merge_groups(merge_records, int(unique_keys.size), merge_ratio)
+        voxels = np.bincount(group, weights=voxels, minlength=int(group.max(initial=-1)) + 1)
+        timings["merge_s"] = time.perf_counter() - start
+
+    # pass 3: global numbering (vectorised over labels), then relabel each block
+    start = time.perf_counter()
     esd = np.cbrt(6.0 * voxels * float(np.prod(spacing)) / np.pi)
     keep = esd >= min_esd
-    final = np.zeros(unique_keys.size, np.int64)
+    final = np.zeros(voxels.size, np.int64)
     final[keep] = np.arange(1, int(keep.sum()) + 1)
+    if group is not None:
+        final = final[group]  # per marker: its merged particle's number
     n = int(keep.sum())
     if n > np.iinfo(np.dtype(target.dtype)).max:
         raise InputError(f"dtype {target.dtype} cannot hold {n} labels", source="out")
@@ -460,7 +626,8 @@ def separate_particles_chunked(
     timings["relabel_s"] = time.perf_counter() - start
 
     cut_keys = np.unique(np.concatenate(cut_keys))
-    n_cut = int(np.count_nonzero(final[np.searchsorted(unique_keys, cut_keys)])) if cut_keys.size else 0
+    cut_particles = np.unique(final[np.searchsorted(unique_keys, cut_keys)])  # merged: count once
+    n_cut = int(np.count_nonzero(cut_particles))
     if n_cut:
         warnings.warn(
             f"{n_cut} particle(s) reach beyond the largest halo ({max_halo_um:.3g} um); their labels "
@@ -475,6 +642,8 @@ def separate_particles_chunked(
         "core_fraction": core_fraction,
         "min_esd_um": min_esd,
         "connectivity": int(connectivity),
+        "merge_oversplit": bool(merge_oversplit),
+        "merge_ratio": merge_ratio,
         "spacing_um": spacing.tolist(),
         "top_um": top,
         "halo_um": float(halo_um),
@@ -487,6 +656,7 @@ def separate_particles_chunked(
         "n_blocks_grown": n_grown,
         "n_blocks_top_redone": redone_top,
         "n_markers": int(unique_keys.size),
+        "n_merged_markers": 0 if group is None else int(unique_keys.size - voxels.size),
         **timings,
     }
     return ChunkedParticleSegmentation(

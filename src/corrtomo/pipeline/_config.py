@@ -163,6 +163,9 @@ class RefineOptions(_Strict):
                                         "noise (sets the detection threshold)")
     blur_sigma_voxels: PositiveFloat | None = Field(None, description="CT point-spread sigma; default estimated "
                                                     "from the particle edges")
+    small_grain_voxels: int = Field(12, ge=0, description="grains up to this extent take the phase their "
+                                    "blur-corrected mean grey value is nearest (corrtomo.segment."
+                                    "reclassify_small_grains); 0 = off")
 
 
 class AnalysisOptions(_Strict):

@@ -659,7 +659,8 @@ def _run_refine(context: RunContext, out: Path) -> dict:
     options = context.config.stages.refine
     spacing = context.spacing()
     names = context.phase_names()
-    settings = InclusionSettings(blur_sigma_voxels=options.blur_sigma_voxels, false_alarms=options.false_alarms)
+    settings = InclusionSettings(blur_sigma_voxels=options.blur_sigma_voxels, false_alarms=options.false_alarms,
+                                 small_grain_voxels=options.small_grain_voxels)
     if context.chunked:
         from ..chunked import refine_phases_chunked
 
@@ -687,13 +688,19 @@ def _run_refine(context: RunContext, out: Path) -> dict:
     result: dict[str, Any] = {"volume_fractions": {names[i]: float(counts[i] / total) for i in names}}
     if report is not None:
         model = report.model
-        hosts, found = np.nonzero(report.relabelled)
         result.update({
             "blur_sigma_voxels": model.blur_sigma_voxels, "threshold_z": model.threshold_z,
             "noise_sd": model.spread, "n_inclusions": report.n_inclusions, "n_relabelled": report.n_relabelled,
-            "relabelled": {f"{names.get(int(h), h)} -> {names.get(int(f), f)}": int(report.relabelled[h, f])
-                           for h, f in zip(hosts, found, strict=True)}})
+            "relabelled": _transitions(report.relabelled, names),
+            "n_grains_reclassified": report.n_grains_reclassified,
+            "grain_voxels": _transitions(report.grain_voxels, names)})
     return result
+
+
+def _transitions(counts: np.ndarray, names: dict[int, str]) -> dict[str, int]:
+    """``{"old -> new": voxels}`` of a (256, 256) count matrix."""
+    old, new = np.nonzero(counts)
+    return {f"{names.get(int(a), a)} -> {names.get(int(b), b)}": int(counts[a, b]) for a, b in zip(old, new, strict=True)}
 
 
 def _run_measure(context: RunContext, out: Path) -> dict:

@@ -48,6 +48,7 @@ from ._refine import (
     correct_contact_phases,
     detection_threshold,
     estimate_inclusion_model,
+    reclassify_small_grains,
     recover_inclusions,
     refine_phases,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "load_classifier",
     "merge_oversplit_particles",
     "pillar_mask",
+    "reclassify_small_grains",
     "recover_inclusions",
     "refine_phases",
     "remove_small_particles",
