@@ -161,7 +161,10 @@ def test_accuracy_with_labels_only_from_registered_section(reference, sample_dir
     assert max(abs(v) for v in accuracy["volume_fraction_error"].values()) <= 0.02, accuracy["volume_fraction_error"]
     assert abs(accuracy["median_esd_error"]) <= 0.05, accuracy["median_esd_um"]
     assert accuracy["particle_f1"] >= 0.95
-    # liberation degree vs truth: reported, not yet accurate to 0.05 on one section (0.02-0.2 measured)
+    # liberation degree vs truth: asserted to 0.05 on the demo sample (tests/test_demo.py); on this
+    # smaller one (102 particles) measured calcite +0.110, dolomite -0.005, magnesite +0.056, talc
+    # -0.032: its calcite particles are small (120-540 voxels) and their 2-12-voxel talc inclusions
+    # lie below the detection threshold of the refinement
     assert set(accuracy["ld_error"]) == set(accuracy["phase_iou"])
     assert all(v is not None and math.isfinite(v) for v in accuracy["ld_error"].values()), accuracy["ld_error"]
     # the published summary is the analysis stage's

@@ -149,7 +149,9 @@ class ParticleOptions(_Strict):
         "(needs stages.phases.method: unet)")
     h_um: PositiveFloat | None = None
     resolution_um: PositiveFloat | None = Field(None, description="particles below 2x this ESD are removed")
-    merge_oversplit: bool = False
+    merge_oversplit: bool = Field(True, description="merge neighbours joined by a neck nearly as thick as the "
+                                  "thinner (a composite split at its grain boundary reads as two free particles)")
+    merge_ratio: float = Field(0.9, gt=0, le=1, description="merge when the saddle >= ratio x the thinner depth")
 
 
 class RefineOptions(_Strict):

@@ -622,13 +622,11 @@ def _run_particles(context: RunContext, out: Path) -> dict:
     if context.chunked:
         from ..chunked import separate_particles_chunked
 
-        if options.merge_oversplit:
-            raise InputError("merge_oversplit is not available on the chunked path; set it false or "
-                             "execution.mode: memory", source="stages.particles.merge_oversplit")
         labels = context.work_array(out, "particles", np.uint32)
         segmentation = separate_particles_chunked(
             context.lazy(*_particle_source(context)), spacing=spacing, chunks=context.chunks, out=labels,
             method=options.method, h_um=options.h_um, resolution_um=options.resolution_um,
+            merge_oversplit=options.merge_oversplit, merge_ratio=options.merge_ratio,
             pillar=load_pillar(context), runner=context.runner)
         extra = {"exact": bool(segmentation.exact), "n_cut_particles": int(segmentation.n_cut_particles)}
     else:
@@ -637,7 +635,8 @@ def _run_particles(context: RunContext, out: Path) -> dict:
         segmentation = separate_particles(context.read(*_particle_source(context)).astype(bool),
                                           spacing=spacing, method=options.method, h_um=options.h_um,
                                           resolution_um=options.resolution_um,
-                                          merge_oversplit=options.merge_oversplit, pillar=load_pillar(context))
+                                          merge_oversplit=options.merge_oversplit, merge_ratio=options.merge_ratio,
+                                          pillar=load_pillar(context))
         labels, extra = segmentation.labels, {}
     np.save(out / "touches_border.npy", np.asarray(segmentation.touches_border, dtype=bool))
     _zarr(out / "particles.ome.zarr", labels, spacing, context.config.output.chunk)
