@@ -623,3 +623,35 @@ def test_small_grain_blocks_equal_the_whole_volume():
     np.testing.assert_array_equal(assembled, whole)
     assert n_blocks == n_whole == 2
     np.testing.assert_array_equal(moved, moved_whole)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def test_segment_refine_command_writes_refined_phases_and_summary(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from corrtomo.cli import main
+
+    ct, truth, particles = _two_particle_volume(2)
+    phases = truth.copy()
+    phases[10:20, 10:18, 29:31] = 3  # a misread contact band
+    for name, data in (("ct.tif", ct), ("phases.tif", phases), ("particles.tif", particles.astype(np.uint16))):
+        tifffile.imwrite(tmp_path / name, data)
+    args = ["segment", "refine", "--volume", str(tmp_path / "ct.tif"), "--phases", str(tmp_path / "phases.tif"),
+            "--particles", str(tmp_path / "particles.tif"), "--out", str(tmp_path / "refined.tif"), "--blur-sigma",
+            "0.9", "--voxel-size", "0.1", "--quiet"]
+    assert main(args) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "refined.tif"), truth)
+    summary = json.loads((tmp_path / "refined.refine.json").read_text())
+    assert summary["changed_voxels"] == 160 and summary["blur_sigma_voxels"] == 0.9
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "phases.tif"), phases)  # input untouched
+    # a particle volume of another shape: one line naming the file, exit 2
+    tifffile.imwrite(tmp_path / "small.tif", particles[:20].astype(np.uint16))
+    capsys.readouterr()
+    assert main([*args[:7], str(tmp_path / "small.tif"), *args[8:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "small.tif" in err and "differs from the CT volume" in err and "\n" not in err

@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Command modules; each registers its commands on `app` when imported.
-_COMMAND_MODULES = ("_synth", "_info", "_analyze", "_register", "_sem", "_stitch", "_segment", "_segment_particles", "_segment_unet", "_model",
+_COMMAND_MODULES = ("_synth", "_info", "_analyze", "_register", "_sem", "_stitch", "_segment", "_segment_particles", "_segment_refine", "_segment_unet", "_model",
                     "_run", "_volume_pair")
 
 
