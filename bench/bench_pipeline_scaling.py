@@ -117,8 +117,9 @@ def stage_rows(label: str, size: int, result: dict) -> list[str]:
     voxels = size**3
     rows = []
     peak = 0.0
-    order = ["volume", "foreground", "sections", "register", "labels", "train", "phases", "particles",
-             "measure", "analysis"]
+    from corrtomo.pipeline import STAGE_NAMES
+
+    order = STAGE_NAMES[: STAGE_NAMES.index(UNTIL) + 1]
     for name in order:
         data = result["stages"].get(name)
         if data is None:

@@ -21,3 +21,14 @@ def twin(preset: str, seed: int, shape: tuple[int, int, int] | None = None, ct_m
     settings = get_preset(preset)
     settings = replace(settings, ct=replace(settings.ct, method=ct_method))
     return make_sample(settings, shape=SHAPES[preset] if shape is None else shape, seed=seed)
+
+
+def crossing_particles(labels, chunks) -> int:
+    """How many particles span more than one block of `chunks`."""
+    import numpy as np
+
+    grid = np.indices(labels.shape)
+    block = sum((g // c) * 10**(3 * i) for i, (g, c) in enumerate(zip(grid, chunks, strict=True)))
+    pairs = np.unique(np.stack([labels.ravel(), block.ravel()]), axis=1)
+    counts = np.bincount(pairs[0][pairs[0] > 0])
+    return int(np.count_nonzero(counts > 1))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from _twins import crossing_particles
 from corrtomo._shared import BlockRunner, InputError
 from corrtomo.chunked._separate import separate_particles_chunked
 from corrtomo.segment import Pillar, separate_particles
@@ -30,15 +31,6 @@ def _assert_same_result(expected, result) -> None:
                                   expected.touches_border[expected.labels[inside]])
     assert result.touches_border.shape == (result.n_particles + 1,) and not result.touches_border[0]
     assert set(np.unique(labels)) == set(range(result.n_particles + 1))
-
-
-def _crossing(labels: np.ndarray, chunks) -> int:
-    """How many particles span more than one block of `chunks`."""
-    grid = np.indices(labels.shape)
-    block = sum((g // c) * 10**(3 * i) for i, (g, c) in enumerate(zip(grid, chunks, strict=True)))
-    pairs = np.unique(np.stack([labels.ravel(), block.ravel()]), axis=1)
-    counts = np.bincount(pairs[0][pairs[0] > 0])
-    return int(np.count_nonzero(counts > 1))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_talc_twin_merge_equals_in_memory(talc, talc_options, talc_expected, chu
     unmerged, merged = talc_expected
     result = separate_particles_chunked(foreground, chunks=chunks, merge_oversplit=True, **talc_options)
     np.testing.assert_array_equal(foreground, before)
-    assert _crossing(merged.labels, chunks) >= 10
+    assert crossing_particles(merged.labels, chunks) >= 10
     _assert_same_result(merged, result)
     assert result.n_particles < unmerged.n_particles
     assert result.info["merge_oversplit"] and result.info["n_merged_markers"] > 0

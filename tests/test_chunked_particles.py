@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from _twins import crossing_particles
 from corrtomo._shared import InputError
 from corrtomo.chunked._separate import HaloWarning, separate_particles_chunked
 from corrtomo.segment import Pillar, separate_particles
@@ -18,15 +19,6 @@ def _assert_same_partition(expected: np.ndarray, actual: np.ndarray) -> None:
     np.testing.assert_array_equal(expected == 0, actual == 0)
     pairs = np.unique(np.stack([expected.ravel(), actual.ravel()]).astype(np.int64), axis=1)
     assert pairs.shape[1] == np.unique(expected).size == np.unique(actual).size
-
-
-def _crossing(labels: np.ndarray, chunks) -> int:
-    """How many particles span more than one block of `chunks`."""
-    grid = np.indices(labels.shape)
-    block = sum((g // c) * 10**(3 * i) for i, (g, c) in enumerate(zip(grid, chunks, strict=True)))
-    pairs = np.unique(np.stack([labels.ravel(), block.ravel()]), axis=1)
-    counts = np.bincount(pairs[0][pairs[0] > 0])
-    return int(np.count_nonzero(counts > 1))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def test_quick_twin_equals_in_memory(quick, chunks):
     expected = separate_particles(foreground, spacing=spacing)
     result = separate_particles_chunked(foreground, spacing=spacing, chunks=chunks)
     np.testing.assert_array_equal(foreground, before)
-    assert _crossing(expected.labels, chunks) > 0 or chunks == (48, 48, 48)
+    assert crossing_particles(expected.labels, chunks) > 0 or chunks == (48, 48, 48)
     _assert_same_partition(expected.labels, result.labels)
     assert result.n_particles == expected.n_particles
     assert result.n_cut_particles == 0
@@ -73,7 +65,7 @@ def test_talc_twin_with_pillar_and_resolution(talc, chunks):
     options = dict(spacing=spacing, pillar=pillar, resolution_um=4 * spacing)
     expected = separate_particles(foreground, **options)
     result = separate_particles_chunked(foreground, chunks=chunks, **options)
-    assert _crossing(expected.labels, chunks) >= 10
+    assert crossing_particles(expected.labels, chunks) >= 10
     assert expected.info["n_markers"] > expected.n_particles  # some particles were removed
     _assert_same_partition(expected.labels, result.labels)
     assert result.n_particles == expected.n_particles

@@ -84,21 +84,23 @@ def refine_phases_chunked(
     model = _inclusion_model(ct, contacted, particles, grid, blocks, settings, runner)
     # inclusions from the contact-corrected phases into `result`, small grains from `result` back
     # into the first scratch array, then copied into `result`
-    n_inclusions, moved = 0, np.zeros((256, 256), dtype=np.int64)
-    for count, entries in runner.map(_inclusion_block, blocks, ct=ct, phases=contacted, particles=particles,
-                                     result=result, grid=grid, model=model):
-        n_inclusions += count
-        for host, phase, n in entries:
-            moved[host, phase] += n
-    n_grains, grain_moved = 0, np.zeros((256, 256), dtype=np.int64)
-    for count, entries in runner.map(_grain_block, blocks, ct=ct, phases=result, particles=particles,
-                                     result=contacted, grid=grid, model=model):
-        n_grains += count
-        for old, new, n in entries:
-            grain_moved[old, new] += n
+    n_inclusions, moved = _merge_counts(runner.map(_inclusion_block, blocks, ct=ct, phases=contacted,
+                                                   particles=particles, result=result, grid=grid, model=model))
+    n_grains, grain_moved = _merge_counts(runner.map(_grain_block, blocks, ct=ct, phases=result, particles=particles,
+                                                     result=contacted, grid=grid, model=model))
     for _ in runner.map(_copy_block, blocks, source=contacted, result=result, grid=grid):
         pass
     return result, InclusionReport(model, n_inclusions, int(moved.sum()), moved, n_grains, grain_moved)
+
+
+def _merge_counts(records) -> tuple[int, np.ndarray]:
+    """Sum of the blocks' (count, [(old phase, new phase, voxels)]) records."""
+    total, moved = 0, np.zeros((256, 256), dtype=np.int64)
+    for count, entries in records:
+        total += count
+        for old, new, n in entries:
+            moved[old, new] += n
+    return total, moved
 
 
 def _inclusion_model(ct, phases, particles, grid, blocks, settings, runner):

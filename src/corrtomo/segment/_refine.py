@@ -257,6 +257,34 @@ def _grain_depth(phases: np.ndarray, particles: np.ndarray) -> np.ndarray:
     return edt.edt(key.astype(np.uint32, copy=False), black_border=False, parallel=0)
 
 
+def _label_extremes(labels: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label minimum and maximum of `values` over the voxels with label > 0, labels 1..n.
+
+    One pass over the labelled voxels with ``np.minimum.at``/``np.maximum.at`` (scipy's labelled
+    minimum sorts the whole volume).
+    """
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    ids = flat[where]
+    picked = values.ravel()[where]
+    dtype = np.dtype(np.float64 if picked.dtype.kind == "f" else np.int64)
+    low = np.full(n + 1, np.inf if dtype.kind == "f" else np.iinfo(np.int64).max, dtype=dtype)
+    high = np.full(n + 1, -np.inf if dtype.kind == "f" else np.iinfo(np.int64).min, dtype=dtype)
+    np.minimum.at(low, ids, picked)
+    np.maximum.at(high, ids, picked)
+    return low[1:], high[1:]
+
+
+def _label_argmax(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Flat index of each label's largest value (first in raster order among ties), labels 1..n."""
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    ids = flat[where]
+    order = np.lexsort((-values.ravel()[where], ids))  # stable: raster order breaks ties
+    first = np.searchsorted(ids[order], np.arange(1, n + 1))
+    return where[order[first]]
+
+
 def _histogram(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     index = np.clip(((values - lo) / (hi - lo) * _BINS).astype(np.int64), 0, _BINS - 1)
     return np.bincount(index, minlength=_BINS)
@@ -427,9 +455,9 @@ def recover_inclusions_block(ct_block, phases_block, particles_block, inner, mod
     index = np.arange(1, n + 1)
     abs_z = np.abs(z)
     sign = np.sign(np.asarray(ndimage.sum(z, candidates, index), dtype=np.float64))
-    host = np.asarray(ndimage.maximum(phases_block, candidates, index), dtype=np.int64)
-    particle = np.asarray(ndimage.maximum(particles_block, candidates, index), dtype=np.int64)
-    peak_at = np.asarray(ndimage.maximum_position(abs_z, candidates, index), dtype=np.int64).reshape(n, 3)
+    host = _label_extremes(candidates, phases_block.astype(np.int64), n)[1]
+    particle = _label_extremes(candidates, particles_block.astype(np.int64), n)[1]
+    peak_at = np.stack(np.unravel_index(_label_argmax(candidates, abs_z, n), candidates.shape), axis=1)
 
     # aperture photometry: the aperture holds the tested voxels of the candidate's particle
     # within 2 sigma_eff of it, the annulus the host's local background level around it
@@ -467,8 +495,7 @@ def recover_inclusions_block(ct_block, phases_block, particles_block, inner, mod
     captured = np.bincount(owners, weights=weight, minlength=n)
     deficit = deficit / np.clip(captured, 0.25, 1.0)
     smooth_ct = ndimage.gaussian_filter(ct32, model.smoothing_voxels)
-    low = np.asarray(ndimage.minimum(smooth_ct, candidates, index), dtype=np.float64)
-    high = np.asarray(ndimage.maximum(smooth_ct, candidates, index), dtype=np.float64)
+    low, high = _label_extremes(candidates, smooth_ct, n)
     del smooth_ct
     peak = np.where(sign < 0, baseline - low, high - baseline)
     host_voxels = np.where(same_phase, aperture, 0)
@@ -567,13 +594,11 @@ def reclassify_small_grains_block(ct_block, phases_block, particles_block, inner
     grains = cc3d.connected_components(key.astype(np.uint32, copy=False), connectivity=26).astype(np.int64)
     del key
     n = int(grains.max())
-    index = np.arange(1, n + 1)
     extent = np.zeros(n + 1, dtype=np.int64)
     for axis in range(3):  # three label reductions, not a loop over grains
         coordinate = np.broadcast_to(
             np.arange(grains.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)]), grains.shape)
-        low = np.asarray(ndimage.minimum(coordinate, grains, index), dtype=np.int64)
-        high = np.asarray(ndimage.maximum(coordinate, grains, index), dtype=np.int64)
+        low, high = _label_extremes(grains, coordinate.astype(np.int64), n)
         extent[1:] = np.maximum(extent[1:], high - low + 1)
     small = extent <= extent_limit
     small[0] = False
