@@ -32,3 +32,21 @@ def crossing_particles(labels, chunks) -> int:
     pairs = np.unique(np.stack([labels.ravel(), block.ravel()]), axis=1)
     counts = np.bincount(pairs[0][pairs[0] > 0])
     return int(np.count_nonzero(counts > 1))
+
+
+@functools.cache
+def touching_talc_foreground():
+    """Truth foreground of a 96^3 talc-saxolite twin with 40 % touching particles, in a pillar,
+    and its voxel size."""
+    import numpy as np
+
+    from corrtomo.synth import PRESETS, PhantomRenderer, generate_particles
+
+    preset = PRESETS["talc-saxolite"]
+    preset = replace(preset, particles=replace(preset.particles, touching_share=0.4))
+    shape = (96, 96, 96)
+    radius = 0.47 * 96
+    system = generate_particles(preset.particles, shape=shape, voxel_size_um=preset.voxel_size_um,
+                                pillar_radius_voxels=radius, rng=np.random.default_rng(0))
+    renderer = PhantomRenderer(system, shape, max_phase_id=4, supersample=1, pillar_radius_voxels=radius)
+    return renderer.render_all(slab_size=32)[0] > 0, float(preset.voxel_size_um)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
-from _twins import crossing_particles
+from _twins import crossing_particles, touching_talc_foreground
 from corrtomo._shared import InputError
 from corrtomo.chunked._separate import HaloWarning, separate_particles_chunked
 from corrtomo.segment import Pillar, separate_particles
-from corrtomo.synth import PRESETS, PhantomRenderer, generate_particles, make_sample
+from corrtomo.synth import make_sample
 
 
 def _assert_same_partition(expected: np.ndarray, actual: np.ndarray) -> None:
@@ -30,14 +28,7 @@ def quick():
 @pytest.fixture(scope="module")
 def talc():
     """Truth foreground of a 96^3 talc-saxolite twin with 40 % touching particles, in a pillar."""
-    preset = PRESETS["talc-saxolite"]
-    preset = replace(preset, particles=replace(preset.particles, touching_share=0.4))
-    shape = (96, 96, 96)
-    radius = 0.47 * 96
-    system = generate_particles(preset.particles, shape=shape, voxel_size_um=preset.voxel_size_um,
-                                pillar_radius_voxels=radius, rng=np.random.default_rng(0))
-    renderer = PhantomRenderer(system, shape, max_phase_id=4, supersample=1, pillar_radius_voxels=radius)
-    return renderer.render_all(slab_size=32)[0] > 0, float(preset.voxel_size_um)
+    return touching_talc_foreground()
 
 
 @pytest.mark.parametrize("chunks", [(16, 16, 16), (13, 17, 11), (24, 48, 7), (48, 48, 48)])
