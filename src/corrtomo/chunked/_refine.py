@@ -104,20 +104,24 @@ def _merge_counts(records) -> tuple[int, np.ndarray]:
 
 
 def _inclusion_model(ct, phases, particles, grid, blocks, settings, runner):
-    from ..segment._refine import blur_from_histogram, inclusion_model
+    from ..segment._refine import (
+        blur_from_histogram,
+        detection_smoothing,
+        grey_range_of,
+        inclusion_model,
+        levels_from_histograms,
+    )
 
     lo, hi = math.inf, -math.inf
     for low, high in runner.map(_range_block, blocks, ct=ct, grid=grid):
         lo, hi = min(lo, low), max(hi, high)
-    if not hi > lo:
-        hi = lo + 1.0
-    grey_range = (lo, hi)
+    grey_range = grey_range_of(lo, hi)
     levels = np.zeros((256, 4096), dtype=np.int64)
     for rows in runner.map(_levels_block, blocks, ct=ct, phases=phases, particles=particles, grid=grid,
                            grey_range=grey_range):
         for phase, counts in rows:
             levels[phase] += counts
-    level = inclusion_model(levels, grey_range, np.zeros(4096, dtype=np.int64), 0, settings, 0.0).level
+    level = levels_from_histograms(levels, grey_range)
     blur = settings.blur_sigma_voxels
     if blur is None:
         widths = np.zeros(4096, dtype=np.int64)
@@ -126,12 +130,12 @@ def _inclusion_model(ct, phases, particles, grid, blocks, settings, runner):
             widths += counts
         blur = blur_from_histogram(widths)
     blur = float(blur)
-    smoothing = max(blur, 0.5)
+    smoothing = detection_smoothing(blur)
     residuals = np.zeros(4096, dtype=np.int64)
     n_tested = 0
     for counts, tested in runner.map(_residual_block, blocks, ct=ct, phases=phases, particles=particles, grid=grid,
                                      level=level, blur=blur, smoothing=smoothing, settings=settings,
-                                     grey_span=hi - lo):
+                                     grey_span=grey_range[1] - grey_range[0]):
         residuals += counts
         n_tested += tested
     return inclusion_model(levels, grey_range, residuals, n_tested, settings, blur)

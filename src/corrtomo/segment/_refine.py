@@ -375,12 +375,27 @@ def residual_histogram_block(ct_block, phases_block, particles_block, inner, lev
     return _histogram(residual[inner][flat], -half, half), int(tested.sum())
 
 
+def grey_range_of(lo: float, hi: float) -> tuple[float, float]:
+    """The histogram range of merged block ranges (widened to 1 for a constant volume)."""
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def levels_from_histograms(level_counts: np.ndarray, grey_range) -> np.ndarray:
+    """Median grey value of each phase id from its (merged) histogram; NaN where empty."""
+    return np.array([_histogram_quantile(level_counts[k], *grey_range) for k in range(256)])
+
+
+def detection_smoothing(blur: float) -> float:
+    """Sigma of the detection filter: the blur (a matched filter), at least half a voxel."""
+    return max(float(blur), 0.5)
+
+
 def inclusion_model(level_counts, grey_range, residual_counts, n_tested, settings, blur) -> InclusionModel:
     """Finish the volume-wide quantities from the merged block histograms."""
     lo, hi = grey_range
-    level = np.array([_histogram_quantile(level_counts[k], lo, hi) for k in range(256)])
+    level = levels_from_histograms(level_counts, grey_range)
     half_range = _RESIDUAL_SPAN * (hi - lo)
-    smoothing = max(blur, 0.5)
+    smoothing = detection_smoothing(blur)
     centre = _histogram_quantile(residual_counts, -half_range, half_range)
     # MAD from the histogram of the residual: the median of |r - centre|
     edges = np.linspace(-half_range, half_range, _BINS + 1)
@@ -412,15 +427,13 @@ def estimate_inclusion_model(ct, phases, particles, settings: InclusionSettings 
     ct, phases, particles = _check(ct, phases, particles)
     settings = InclusionSettings() if settings is None else settings
     whole = (slice(None),) * 3
-    grey_range = grey_range_block(ct)
-    if not grey_range[1] > grey_range[0]:
-        grey_range = (grey_range[0], grey_range[0] + 1.0)
+    grey_range = grey_range_of(*grey_range_block(ct))
     levels = level_histograms_block(ct, phases, particles, whole, grey_range)
-    level = np.array([_histogram_quantile(levels[k], *grey_range) for k in range(256)])
+    level = levels_from_histograms(levels, grey_range)
     blur = settings.blur_sigma_voxels
     if blur is None:
         blur = blur_from_histogram(blur_histogram_block(ct, phases, particles, whole, level))
-    smoothing = max(float(blur), 0.5)
+    smoothing = detection_smoothing(blur)
     residuals, n_tested = residual_histogram_block(ct, phases, particles, whole, level, float(blur), smoothing,
                                                    settings, grey_range[1] - grey_range[0])
     return inclusion_model(levels, grey_range, residuals, n_tested, settings, float(blur))
@@ -578,9 +591,9 @@ def reclassify_small_grains_block(ct_block, phases_block, particles_block, inner
     catches the bands a voxel classifier leaves where a particle meets a brighter or darker
     one (a magnesite rim next to calcite read as talc) and grains it gave a neighbouring phase.
     """
-    import cc3d
-    import fastremap
     from scipy import ndimage
+
+    from ..measure import label_grains
 
     refined = phases_block.copy()
     moved = np.zeros((256, 256), dtype=np.int64)
@@ -588,12 +601,9 @@ def reclassify_small_grains_block(ct_block, phases_block, particles_block, inner
     if not model.usable or extent_limit <= 0 or not (particles_block != 0).any():
         return refined[inner], 0, moved
     level = model.level
-    key = np.where(particles_block != 0,
-                   particles_block.astype(np.uint64) * np.uint64(256) + phases_block.astype(np.uint64), 0)
-    key, _ = fastremap.renumber(key, in_place=True)
-    grains = cc3d.connected_components(key.astype(np.uint32, copy=False), connectivity=26).astype(np.int64)
-    del key
-    n = int(grains.max())
+    labelled = label_grains(particles_block, phases_block)
+    grains = labelled.image
+    n = int(labelled.count.size - 1)
     extent = np.zeros(n + 1, dtype=np.int64)
     for axis in range(3):  # three label reductions, not a loop over grains
         coordinate = np.broadcast_to(
@@ -611,16 +621,12 @@ def reclassify_small_grains_block(ct_block, phases_block, particles_block, inner
     if not small.any():
         return refined[inner], 0, moved
     flat = grains.ravel()
-    first = np.unique(flat, return_index=True)[1]  # raster-first voxel of grains 0..n
-    phase_of = phases_block.ravel()[first].astype(np.int64)
+    phase_of = labelled.phase_id.astype(np.int64)
     blur = model.blur_sigma_voxels
-    filled = np.where(np.isfinite(level), level, level[0]).astype(np.float32)
-    expected = ndimage.gaussian_filter(filled[phases_block], blur) if blur > 0 else filled[phases_block]
-    residual = ct_block.astype(np.float32) - expected
-    del expected
+    residual = ct_block.astype(np.float32) - _expected(phases_block, level, blur)
     share = small[grains].astype(np.float32)
     share = ndimage.gaussian_filter(share, blur) if blur > 0 else share
-    count = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    count = labelled.count.astype(np.float64)
     total = np.bincount(flat, weights=residual.ravel(), minlength=n + 1)
     reach = np.bincount(flat, weights=share.ravel(), minlength=n + 1)
     del residual, share
@@ -642,6 +648,7 @@ def reclassify_small_grains_block(ct_block, phases_block, particles_block, inner
     np.add.at(moved, (phases_block[inner][hit].astype(np.int64), lut[core_grains[hit]].astype(np.int64)), 1)
     core = np.zeros(grains.shape, dtype=bool)
     core[inner] = True
+    first = np.unique(flat, return_index=True)[1]  # raster-first voxel of grains 0..n
     n_core = int((change & core.ravel()[first]).sum())
     return refined[inner], n_core, moved
 
