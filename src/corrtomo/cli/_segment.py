@@ -40,6 +40,19 @@ def _read_like(path: Path, image, what: str):
     return volume
 
 
+def _segment_inputs(volume: Path, voxel_size: float | None, phase_library: str | None, foreground: Path | None):
+    """The CT volume, the phase library (None when not given) and the foreground mask (None when
+    not given) of a segmentation command."""
+    image = _read(volume, voxel_size, "volume")
+    library = None
+    if phase_library is not None:
+        from ..phases import load_phase_library
+
+        library = load_phase_library(phase_library)
+    mask = None if foreground is None else _read_like(foreground, image, "foreground").data
+    return image, library, mask
+
+
 def _write(path: Path, data: np.ndarray, spacing) -> Path:
     from ..io import write_ome_zarr, write_tiff
 
@@ -81,14 +94,8 @@ def phases_command(
         raise InputError("give --labels to train, --model to apply a saved classifier, or both", source="segment phases")
     if labels is not None and model is not None:
         raise InputError("give either --labels (train) or --model (apply), not both", source="segment phases")
-    image = _read(volume, voxel_size, "volume")
+    image, library, mask = _segment_inputs(volume, voxel_size, phase_library, foreground)
     spacing = image.spacing
-    library = None
-    if phase_library is not None:
-        from ..phases import load_phase_library
-
-        library = load_phase_library(phase_library)
-    mask = None if foreground is None else _read_like(foreground, image, "foreground").data
 
     with stage_progress(quiet=quiet) as progress:
         if model is not None:

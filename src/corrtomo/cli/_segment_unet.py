@@ -9,7 +9,7 @@ import typer
 
 from .._shared import InputError
 from ._progress import stage_progress
-from ._segment import _read, _read_like, _write, segment
+from ._segment import _read_like, _segment_inputs, _write, segment
 
 
 @segment.command("unet")
@@ -41,15 +41,10 @@ def unet_command(
 
     if (labels is None) == (model is None):
         raise InputError("give either --labels (train) or --model (apply)", source="segment unet")
-    image = _read(volume, voxel_size, "volume")
+    image, library, mask = _segment_inputs(volume, voxel_size, phase_library, foreground)
     spacing = image.spacing
-    library = None
-    if phase_library is not None:
-        from ..phases import load_phase_library
-
-        library = load_phase_library(phase_library)
+    if library is not None:
         library = {int(i): library.name_of(int(i)) for i in library.ids}
-    mask = None if foreground is None else _read_like(foreground, image, "foreground").data
     with stage_progress(quiet=quiet) as progress:
         if model is not None:
             network = load_unet(model, spacing=spacing, phase_names=library)
