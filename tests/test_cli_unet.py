@@ -14,11 +14,7 @@ TINY = ["--patch", "16", "--base-channels", "4", "--levels", "2", "--steps", "30
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def files(tmp_path_factory, one_torch_thread):
     folder = tmp_path_factory.mktemp("unet-cli")
     rng = np.random.default_rng(0)
     z, y, x = np.mgrid[:32, :32, :32]
@@ -31,8 +27,7 @@ def files(tmp_path_factory):
     labels[10], labels[21] = truth[10], truth[21]
     write_tiff(folder / "ct.tif", grey, spacing=0.5)
     write_tiff(folder / "labels.tif", labels, spacing=0.5)
-    yield folder
-    torch.set_num_threads(threads)
+    return folder
 
 
 def test_train_save_and_apply(files):

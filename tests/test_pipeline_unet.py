@@ -21,15 +21,7 @@ TINY = {"patch": 32, "base_channels": 4, "levels": 3, "max_steps": 40, "batch_si
         "overlap": 0.25, "device": "cpu"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """pytest -n 2 runs two test processes on two cores: one torch thread each."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

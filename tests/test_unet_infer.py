@@ -25,13 +25,7 @@ CLASS_IDS = (0, 2, 5)
 CLASS_NAMES = ("matrix", "quartz", "talc")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny convolutions are far slower with threads on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(seed: int = 0, *, voxel: float = 2.0) -> UNetModel:

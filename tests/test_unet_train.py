@@ -28,13 +28,7 @@ from corrtomo.segment.unet._train import (  # noqa: E402
 TINY = dict(patch_shape=16, base_channels=4, levels=2, batch_size=2, learning_rate=1e-2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny convolutions run ~5x faster than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
