@@ -95,7 +95,7 @@ def correct_contact_phases(phases, particles, *, depth_voxels: int = 1) -> np.nd
     :func:`correct_rim_phases`. A real grain boundary that meets a contact moves by at most
     `depth_voxels` there.
     """
-    from scipy import ndimage
+    from ._rim import phases_from_nearest_interior
 
     _, phases, particles = _check(None, phases, particles)
     corrected = phases.copy()
@@ -110,15 +110,7 @@ def correct_contact_phases(phases, particles, *, depth_voxels: int = 1) -> np.nd
     interior = (particles != 0) & ~contact
     if not interior.any():
         return corrected
-    distance, nearest = ndimage.distance_transform_edt(~interior, return_indices=True)
-    rim = contact & (distance <= depth + 1 + 1e-9)
-    del distance
-    source = tuple(axis[rim] for axis in nearest)
-    del nearest
-    own = particles[source] == particles[rim]
-    target = tuple(axis[own] for axis in np.nonzero(rim))
-    corrected[target] = phases[tuple(axis[own] for axis in source)]
-    return corrected
+    return phases_from_nearest_interior(phases, contact, interior, reach=depth + 1 + 1e-9, labels=particles)
 
 
 def ball_peak_fraction(radius_over_sigma):

@@ -67,12 +67,31 @@ def correct_rim_phases(
     interior = ndimage.binary_erosion(foreground, iterations=depth, border_value=1)
     if not interior.any():
         return corrected
-    distance, nearest = ndimage.distance_transform_edt(~interior, sampling=spacing, return_indices=True)
     reach = (depth + 1) * float(spacing.max()) + 1e-9
-    rim = foreground & ~interior & (distance <= reach)
+    return phases_from_nearest_interior(phases, foreground & ~interior, interior, reach=reach, sampling=spacing)
+
+
+def phases_from_nearest_interior(phases, band, interior, *, reach: float, sampling=None, labels=None):
+    """A copy of `phases` whose `band` voxels take the phase of their nearest `interior` voxel.
+
+    Only band voxels whose nearest interior voxel (exact Euclidean feature transform, physical
+    distance with `sampling`) lies within `reach` change, and with `labels` only where that voxel
+    carries the same label; the others keep their phase.
+    """
+    from scipy import ndimage
+
+    corrected = np.array(phases, copy=True)
+    distance, nearest = ndimage.distance_transform_edt(~interior, sampling=sampling, return_indices=True)
+    rim = band & (distance <= reach)
     del distance
     source = tuple(axis[rim] for axis in nearest)
-    corrected[rim] = phases[source]
+    del nearest
+    if labels is None:
+        corrected[rim] = phases[source]
+        return corrected
+    own = labels[source] == labels[rim]
+    target = tuple(axis[own] for axis in np.nonzero(rim))
+    corrected[target] = phases[tuple(axis[own] for axis in source)]
     return corrected
 
 
