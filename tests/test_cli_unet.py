@@ -45,9 +45,20 @@ def test_train_save_and_apply(files):
     assert set(np.unique(np.asarray(read_volume(files / "particles.tif").data))) <= {0, 1, 2}
 
 
+def test_patch_of_three_edges_is_the_training_patch(files):
+    assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),
+                    "--out", str(files / "slab.tif"), "--save-model", str(files / "slab.unet"),
+                    *TINY[2:], "--patch", "8,16,16", "--steps", "2"]) == 0
+    import json
+    model = json.loads((files / "slab.unet" / "model.json").read_text())
+    assert model["patch_shape"] == [8, 16, 16]
+
+
 @pytest.mark.parametrize(("extra", "expect"), [
     (["--device", "cuda"], "device: CUDA was asked for"),
     (["--model", "m.unet"], "give either --labels (train) or --model (apply)"),
+    (["--patch", "16,16"], "--patch: must be 1 or 3 edges, got '16,16'"),
+    (["--patch", "a"], "--patch: must be an integer or Z,Y,X integers, got 'a'"),
 ])
 def test_bad_input_is_one_line(files, capsys, extra, expect):
     argv = ["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),

@@ -75,3 +75,14 @@ def test_unet_foreground_needs_the_unet_phases(sample):
     config["stages"] = {"particles": {"foreground": "unet"}}
     with pytest.raises(InputError, match=r"needs stages\.phases\.method: unet"):
         parse_config(config, base_dir=sample)
+
+
+def test_unet_patch_of_three_edges_reaches_the_training(sample, tmp_path):
+    config = demo_config(sample)
+    config["stages"] = {"phases": {"method": "unet", "unet": {**TINY, "patch": [16, 32, 32], "max_steps": 2}}}
+    parsed = parse_config(config, base_dir=sample)
+    assert parsed.stages.phases.unet.patch == (16, 32, 32)
+    assert parsed.stages.phases.unet.intensity_shift == 0.0  # grey-value jitter off by default
+    config["stages"]["phases"]["unet"]["patch"] = [4, 32, 32]
+    with pytest.raises(InputError, match=r"stages\.phases\.unet\.patch.*>= 8 voxels"):
+        parse_config(config, base_dir=sample)

@@ -27,7 +27,8 @@ def unet_command(
         None, "--foreground", help="Particle foreground (non-zero = particle): minerals only there, 0 outside."),
     particles_out: Path | None = typer.Option(
         None, "--particles-out", help="Also write the particle head (0 matrix, 1 core, 2 boundary), uint8."),
-    patch: int = typer.Option(64, "--patch", help="Training patch and inference window edge (voxels)."),
+    patch: str = typer.Option(
+        "64", "--patch", help="Training patch and inference window: one edge or Z,Y,X edges (voxels), e.g. 24,80,80."),
     base_channels: int = typer.Option(16, "--base-channels", help="Channels of the first U-Net level."),
     levels: int = typer.Option(4, "--levels", help="U-Net resolutions."),
     steps: int = typer.Option(2000, "--steps", help="Training steps at most (early stopping may end sooner)."),
@@ -50,7 +51,7 @@ def unet_command(
             network = load_unet(model, spacing=spacing, phase_names=library)
         else:
             label_volume = _read_like(labels, image, "labels")
-            settings = UNetTrainingSettings(patch_shape=patch, base_channels=base_channels, levels=levels,
+            settings = UNetTrainingSettings(patch_shape=_patch_edges(patch), base_channels=base_channels, levels=levels,
                                             max_steps=steps, seed=seed, device=device)
             network = train_unet(image.data, label_volume.data, spacing=spacing, phase_names=library,
                                  settings=settings, progress=progress)
@@ -64,3 +65,14 @@ def unet_command(
             _write(particles_out, np.asarray(prediction.particle), spacing)
     if not quiet:
         typer.echo(f"wrote {out}: {'x'.join(map(str, phases.shape))} voxels on {prediction.device}")
+
+
+def _patch_edges(text: str) -> tuple[int, ...]:
+    """``--patch`` as one edge or three comma-separated edges."""
+    try:
+        edges = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"must be an integer or Z,Y,X integers, got {text!r}", source="--patch") from None
+    if len(edges) not in (1, 3):
+        raise InputError(f"must be 1 or 3 edges, got {text!r}", source="--patch")
+    return edges

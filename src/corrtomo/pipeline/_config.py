@@ -119,7 +119,9 @@ class ForegroundOptions(_Strict):
 class UNetOptions(_Strict):
     """The 3D U-Net of ``stages.phases.method: unet`` (needs PyTorch: corrtomo[dl])."""
 
-    patch: int = Field(64, ge=8, description="training patch and inference window edge (voxels)")
+    patch: int | tuple[int, int, int] = Field(
+        64, description="training patch and inference window: one edge or (z, y, x) edges in voxels; a "
+        "patch thin across the sections, e.g. [24, 80, 80], holds more labelled voxels per step")
     base_channels: int = Field(16, ge=1)
     levels: int = Field(4, ge=1, le=6)
     max_steps: int = Field(2000, ge=1)
@@ -128,6 +130,17 @@ class UNetOptions(_Strict):
     patience: int = Field(8, ge=1, description="validations without improvement before stopping")
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap at inference")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    intensity_scale: float = Field(0.0, ge=0, lt=1, description="grey-value scale jitter (augmentation)")
+    intensity_shift: float = Field(0.0, ge=0, description="grey-value offset jitter, normalised units")
+    noise_sigma: float = Field(0.0, ge=0, description="added Gaussian noise, normalised units")
+
+    @field_validator("patch")
+    @classmethod
+    def _patch_edges(cls, value):
+        edges = (value,) * 3 if isinstance(value, int) else tuple(value)
+        if min(edges) < 8:
+            raise ValueError(f"every patch edge must be >= 8 voxels, got {list(edges)}")
+        return value
 
 
 class PhaseOptions(_Strict):

@@ -535,10 +535,11 @@ def _train_unet(context: RunContext, out: Path, ct, labels, names: dict[int, str
 
     options = context.config.stages.phases
     unet = options.unet
-    settings = UNetTrainingSettings(patch_shape=(unet.patch,) * 3, base_channels=unet.base_channels,
+    settings = UNetTrainingSettings(patch_shape=unet.patch, base_channels=unet.base_channels,
                                     levels=unet.levels, max_steps=unet.max_steps, batch_size=unet.batch_size,
                                     learning_rate=unet.learning_rate, patience=unet.patience, seed=options.seed,
-                                    device=unet.device)
+                                    device=unet.device, intensity_scale=unet.intensity_scale,
+                                    intensity_shift=unet.intensity_shift, noise_sigma=unet.noise_sigma)
     model = train_unet(ct, labels, spacing=context.spacing(), phase_names=names, settings=settings,
                        progress=context.progress)
     save_unet(model, out / UNET_MODEL)
