@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,6 @@ def test_patch_of_three_edges_is_the_training_patch(files):
     assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),
                     "--out", str(files / "slab.tif"), "--save-model", str(files / "slab.unet"),
                     *TINY[2:], "--patch", "8,16,16", "--steps", "2"]) == 0
-    import json
     model = json.loads((files / "slab.unet" / "model.json").read_text())
     assert model["patch_shape"] == [8, 16, 16]
 

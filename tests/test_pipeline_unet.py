@@ -77,9 +77,9 @@ def test_unet_foreground_needs_the_unet_phases(sample):
         parse_config(config, base_dir=sample)
 
 
-def test_unet_patch_of_three_edges_reaches_the_training(sample, tmp_path):
+def test_unet_config_takes_a_patch_of_three_edges_and_refuses_small_ones(sample):
     config = demo_config(sample)
-    config["stages"] = {"phases": {"method": "unet", "unet": {**TINY, "patch": [16, 32, 32], "max_steps": 2}}}
+    config["stages"] = {"phases": {"method": "unet", "unet": {**TINY, "patch": [16, 32, 32]}}}
     parsed = parse_config(config, base_dir=sample)
     assert parsed.stages.phases.unet.patch == (16, 32, 32)
     assert parsed.stages.phases.unet.intensity_shift == 0.0  # grey-value jitter off by default
