@@ -1,13 +1,13 @@
 """Benchmark: the whole pipeline on the chunked (out-of-core) path at growing volume sizes.
 
 Usage: ``python bench/bench_pipeline_scaling.py [--sizes 256 512 1024] [--workers 1 2]
-[--workers-size 256] [--workdir DIR]``
+[--workers-size 256] [--chunk 128] [--workdir DIR]``
 
 A talc-saxolite twin of 256^3 voxels (0.1 um) is made once (its SEM sections, EDS maps and
 truth poses included). Larger CT volumes are its CT mirror-tiled block by block into an
 OME-Zarr store (never held whole), so particles continue across tile borders. Each size runs
-``corrtomo run`` from the CT to the analysis stage with ``execution.mode: chunked`` (128^3
-blocks) in a fresh subprocess; the sections are placed at their truth poses (``pose:`` in the
+``corrtomo run`` from the CT to the analysis stage with ``execution.mode: chunked`` (blocks of
+``--chunk``^3 voxels, default 128) in a fresh subprocess; the sections are placed at their truth poses (``pose:`` in the
 config), because this benchmark measures throughput and memory, not registration (see
 ``bench_register.py``). Per stage it reports the wall time, the throughput in Mvox/s (CT voxels
 over stage seconds) and the peak resident memory that the stage manifest recorded (this process
@@ -81,7 +81,7 @@ def _is_memmappable(path: Path) -> bool:
         return False
 
 
-def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path) -> Path:
+def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path, chunk: int = 128) -> Path:
     import yaml
 
     from corrtomo.pipeline import demo_config
@@ -90,7 +90,7 @@ def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path) ->
     config["ct"] = {"path": str(ct), "voxel_size_um": config["ct"]["voxel_size_um"]}
     for section in config["sections"]:  # truth poses: throughput, not registration, is measured
         section["pose"] = str(sample / "sem" / section["name"] / "pose.json")
-    config["execution"] = {"mode": mode, "chunk": 128, "workers": workers}
+    config["execution"] = {"mode": mode, "chunk": chunk, "workers": workers}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workers-size", type=int, default=256)
+    parser.add_argument("--chunk", type=int, default=128, help="block edge of the chunked path (voxels)")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/pipeline-scaling"))
     parser.add_argument("--no-memory-reference", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown table to write")
@@ -151,7 +152,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     sample = make_base(args.workdir)
     lines = [
-        f"corrtomo pipeline scaling, chunked path (128^3 blocks), {platform.node()}: {os.cpu_count()} cores, "
+        f"corrtomo pipeline scaling, chunked path ({args.chunk}^3 blocks), {platform.node()}: {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
         f"stages volume..analysis, sections at truth poses",
         "",
@@ -169,18 +170,19 @@ def main() -> None:
         ct = make_ct(sample, min(args.sizes), args.workdir)
         config = write_config(sample, ct, "memory", 1, args.workdir / "memory.yaml")
         report(stage_rows("in memory (reference)", min(args.sizes), run(config, args.workdir / "run-memory")))
+    tag = "" if args.chunk == 128 else f"-c{args.chunk}"
     for size in args.sizes:
         ct = make_ct(sample, size, args.workdir)
-        config = write_config(sample, ct, "chunked", 1, args.workdir / f"chunked{size}.yaml")
-        report(stage_rows("chunked, 1 worker", size, run(config, args.workdir / f"run-chunked{size}")))
+        config = write_config(sample, ct, "chunked", 1, args.workdir / f"chunked{size}{tag}.yaml", args.chunk)
+        report(stage_rows("chunked, 1 worker", size, run(config, args.workdir / f"run-chunked{size}{tag}")))
     size = args.workers_size
     ct = make_ct(sample, size, args.workdir)
     results = {}
     for workers in args.workers:
         if workers == 1 and size in args.sizes:
             continue  # measured above
-        config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}.yaml")
-        results[workers] = run(config, args.workdir / f"run-workers{workers}")
+        config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}{tag}.yaml", args.chunk)
+        results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}")
         report(stage_rows(f"chunked, {workers} workers", size, results[workers]))
     lines.append("")
     lines.append(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

@@ -145,3 +145,96 @@ def test_chunked_stages_on_a_cluster_equal_serial(cluster_runner, tmp_path):
 def test_cluster_needs_zarr_output(cluster_runner):
     with pytest.raises(InputError, match=r"out: a dask\.distributed runner writes into a Zarr array"):
         separate_particles_chunked(_two_balls_row(1), spacing=1.0, chunks=(16, 16, 16), runner=cluster_runner)
+
+
+# ------------------------------------------------------------------------------------------
+# kept block records: a stopped pass resumes with the blocks it had finished
+# ------------------------------------------------------------------------------------------
+
+
+def _square_or_stop(index, *, source, target, scale, stop_at, calls):
+    """As `_square_block`, recording each call in `calls`; raises at item `stop_at` (a crash)."""
+    if index == stop_at:
+        raise RuntimeError(f"stopped at block {index}")
+    calls.append(index)
+    return _square_block(index, source=source, target=target, scale=scale)
+
+
+def _arrays(folder: Path):
+    source = zarr.create_array(folder / "source.zarr", shape=(64,), chunks=(8,), dtype="i4", overwrite=True)
+    source[:] = np.arange(64, dtype=np.int32) - 20
+    target = zarr.create_array(folder / "target.zarr", shape=(64,), chunks=(8,), dtype="i8", overwrite=True)
+    return source, target
+
+
+@pytest.mark.parametrize("kind", ["serial", "threads"])
+def test_kept_records_resume_a_stopped_pass(kind, tmp_path):
+    source, target = _arrays(tmp_path)
+    expected = 3 * (np.arange(64) - 20) ** 2
+    sums = [int((np.arange(64) - 20)[i * 8:(i + 1) * 8].sum()) for i in range(8)]
+
+    def runner():
+        return BlockRunner() if kind == "serial" else BlockRunner(2, "threads")
+
+    first = runner()
+    first.keep_records(tmp_path / "blocks")
+    calls: list[int] = []
+    with pytest.raises(RuntimeError, match="stopped at block 5"):
+        list(first.map(_square_or_stop, range(8), source=source, target=target, scale=3, stop_at=5, calls=calls))
+    kept = sorted(p.name for p in (tmp_path / "blocks" / "000-_square_or_stop").glob("*.pkl"))
+    assert kept == [f"{i:07d}.pkl" for i in range(5)]  # the blocks before the crash, in order
+
+    # a new process: the same pass reads the five records back and computes the other three
+    second = runner()
+    second.keep_records(tmp_path / "blocks")
+    calls = []
+    got = list(second.map(_square_or_stop, range(8), source=source, target=target, scale=3, stop_at=None,
+                          calls=calls))
+    assert got == sums
+    assert sorted(calls) == [5, 6, 7]
+    assert second.resumed_blocks == 5
+    np.testing.assert_array_equal(target[:], expected)
+    # the next pass of the run has its own number, so nothing of the first is taken for it
+    calls = []
+    assert list(second.map(_square_or_stop, range(8), source=source, target=target, scale=1, stop_at=None,
+                           calls=calls)) == sums
+    assert sorted(calls) == list(range(8))
+    assert (tmp_path / "blocks" / "001-_square_or_stop").is_dir()
+
+
+def test_kept_records_are_not_reused_for_other_items_or_a_numpy_output(tmp_path):
+    source, target = _arrays(tmp_path)
+    runner = BlockRunner()
+    runner.keep_records(tmp_path / "blocks")
+    list(runner.map(_square_or_stop, range(8), source=source, target=target, scale=3, stop_at=None, calls=[]))
+    # other items at the same positions (a changed block grid): every block computed again
+    again = BlockRunner()
+    again.keep_records(tmp_path / "blocks")
+    calls: list[int] = []
+    list(again.map(_square_or_stop, [7, 6, 5, 4, 3, 2, 1, 0], source=source, target=target, scale=3, stop_at=None,
+                   calls=calls))
+    assert calls == [7, 6, 5, 4, 3, 2, 1, 0] and again.resumed_blocks == 0
+    # a record cut short (the process died while writing it) is computed again
+    record = tmp_path / "blocks" / "000-_square_or_stop" / "0000003.pkl"
+    record.write_bytes(record.read_bytes()[:5])
+    third = BlockRunner()
+    third.keep_records(tmp_path / "blocks")
+    calls = []
+    list(third.map(_square_or_stop, [7, 6, 5, 4, 3, 2, 1, 0], source=source, target=target, scale=3,
+                   stop_at=None, calls=calls))
+    assert calls == [4] and third.resumed_blocks == 7
+    # a numpy volume as output would not outlive the process: no record is kept for its pass
+    volume = np.zeros((4, 4, 4))
+    numpy_runner = BlockRunner()
+    numpy_runner.keep_records(tmp_path / "numpy-blocks")
+    list(numpy_runner.map(_fill_plane, range(4), out=volume))
+    assert volume[:, 0, 0].tolist() == [0, 1, 2, 3]
+    assert not list((tmp_path / "numpy-blocks").rglob("*.pkl"))
+    # without_records: the same workers, nothing kept
+    plain = runner.without_records()
+    list(plain.map(_square_or_stop, range(8), source=source, target=target, scale=2, stop_at=None, calls=[]))
+    assert not (tmp_path / "blocks" / "001-_square_or_stop").exists()
+
+
+def _fill_plane(index, *, out):
+    out[index] = index

@@ -626,6 +626,75 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
             assert got[name] == pytest.approx(number, rel=1e-9, abs=1e-12, nan_ok=True), (key, name)
 
 
+def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(reference, sample_dir, tmp_path,
+                                                                          monkeypatch):
+    """A chunked stage that stops in the middle of a pass (a crash, workers lost) keeps its
+    temporary folder with the blocks it finished; the next run of the same key reads them back,
+    computes only the rest and gives the uninterrupted run's results."""
+    import corrtomo.chunked._separate as separate
+
+    config = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    run_dir = tmp_path / "run"
+    relabel = separate._relabel_block
+    calls = {"segment": 0, "relabel": 0}
+
+    def crash_at_fifth_block(item, **kwargs):
+        if calls["relabel"] == 4:
+            raise RuntimeError("the machine went down")
+        calls["relabel"] += 1
+        return relabel(item, **kwargs)
+
+    monkeypatch.setattr(separate, "_relabel_block", crash_at_fifth_block)
+    with pytest.raises(RuntimeError, match="went down"):
+        run_pipeline(config, run_dir, until=UNTIL, quiet=True)
+    leftovers = sorted(p.name for p in run_dir.glob(".*.tmp-*"))
+    assert len(leftovers) == 1 and leftovers[0].startswith(".particles.tmp-"), leftovers
+    assert not (run_dir / "particles").exists()
+    kept = run_dir / leftovers[0] / ".work" / "blocks"
+    n_blocks = 27  # 112^3 in 40^3 blocks
+    passes = sorted(p.name for p in kept.iterdir())
+    assert [p.split("-", 1)[1] for p in passes] == ["_segment_block", "_merge_block", "crash_at_fifth_block"]
+    assert [len(list((kept / p).glob("*.pkl"))) for p in passes] == [n_blocks, n_blocks, 4]
+
+    segment = separate._segment_block
+
+    def counted_segment(index, **kwargs):
+        calls["segment"] += 1
+        return segment(index, **kwargs)
+
+    def counted_relabel(item, **kwargs):
+        calls["relabel"] += 1
+        return relabel(item, **kwargs)
+
+    calls = {"segment": 0, "relabel": 0}
+    monkeypatch.setattr(separate, "_segment_block", counted_segment)
+    monkeypatch.setattr(separate, "_relabel_block", counted_relabel)
+    # passes are known by their number and function name: the same passes as before
+    monkeypatch.setattr(counted_segment, "__name__", "_segment_block")
+    monkeypatch.setattr(counted_relabel, "__name__", "crash_at_fifth_block")
+    result = run_pipeline(config, run_dir, until=UNTIL, quiet=True)
+    assert result.stages[0].skipped  # the volume stage was finished
+    assert calls == {"segment": 0, "relabel": n_blocks - 4}
+    assert _manifest(run_dir, "particles")["resumed_blocks"] == 2 * n_blocks + 4
+    assert list(run_dir.glob(".*.tmp-*")) == []
+    log = (run_dir / "run.log").read_text()
+    assert "particles: resuming the interrupted run's finished blocks" in log
+    assert f"particles: {2 * n_blocks + 4} blocks read back" in log
+
+    found = np.asarray(read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=False).data)
+    expected = np.asarray(read_volume(reference.run_dir / "particles" / "particles.ome.zarr", lazy=False).data)
+    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)  # a bijection of labels
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    for stage in ("phases", "refine"):
+        np.testing.assert_array_equal(
+            np.asarray(read_volume(run_dir / stage / "phases.ome.zarr", lazy=False).data),
+            np.asarray(read_volume(reference.run_dir / stage / "phases.ome.zarr", lazy=False).data))
+    accuracy = json.loads((run_dir / "evaluate" / "accuracy.json").read_text())
+    expected_accuracy = json.loads((reference.run_dir / "evaluate" / "accuracy.json").read_text())
+    assert accuracy["particle_f1"] == pytest.approx(expected_accuracy["particle_f1"], abs=1e-12)
+    assert accuracy["mean_phase_iou"] == pytest.approx(expected_accuracy["mean_phase_iou"], abs=1e-12)
+
+
 def test_auto_execution_chooses_by_memory(sample_dir):
     from corrtomo.pipeline._stages import (
         IN_MEMORY_BYTES_PER_VOXEL,

@@ -10,15 +10,30 @@ the number of workers, and the results are identical to a serial run.
 On a cluster the volumes never pass through the client: workers open the same Zarr stores
 (a shared path) and only the small records travel. Large read-only arguments (a trained
 classifier) are scattered once to every worker.
+
+With :meth:`BlockRunner.keep_records` a runner writes each block's record to a folder as soon
+as the block is done (after its output block is in Zarr), one sub-folder per pass in the order
+the passes run. A later run of the same passes into the same Zarr arrays (an interrupted
+pipeline stage, resumed) reads those records back instead of recomputing the blocks, so a run
+killed after hours loses at most the blocks that were being computed. This is sound for passes
+that read only arrays that no pass running at the same time or later in the sequence writes
+into (no in-place pass), which every chunked stage's pass is, and is refused (records are not
+kept) for a pass whose output is a numpy volume, which would not survive the process.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ._errors import InputError
 
@@ -39,8 +54,9 @@ class WorkerLostWarning(RuntimeWarning):
 class WorkersLostError(RuntimeError):
     """Workers died repeatedly on the same task (or the cluster went away) during a pass.
 
-    The stage stops; its temporary folder is discarded and finished stages are kept, so a
-    re-run resumes from that stage.
+    The stage stops; finished stages are kept, and so is the stage's temporary folder when the
+    runner keeps block records (the pipeline's chunked path), so a re-run resumes from that
+    stage's finished blocks.
     """
 
 
@@ -101,6 +117,7 @@ class BlockRunner:
         self.client = None
         self._cluster = None
         self._owns_client = False
+        self._records: _RecordFolder | None = None
         if scheduler is None:
             self.kind = "serial" if workers == 1 else "threads"
         elif scheduler == "threads":
@@ -131,6 +148,28 @@ class BlockRunner:
     def _worker_addresses(self) -> set[str]:
         return set(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
+    def keep_records(self, folder: str | os.PathLike | None) -> None:
+        """Keep every finished block's record under `folder` and reuse the ones already there.
+
+        Passes are numbered in the order their :meth:`map` starts (``000-name``, ``001-name``,
+        ...); a record is reused only when its pass number, function name, position and item
+        are the same. ``None`` stops keeping records.
+        """
+        self._records = None if folder is None else _RecordFolder(Path(folder))
+
+    @property
+    def resumed_blocks(self) -> int:
+        """Blocks whose records were read back since :meth:`keep_records` (not recomputed)."""
+        return 0 if self._records is None else self._records.resumed
+
+    def without_records(self) -> BlockRunner:
+        """This runner (same workers) without kept records, for passes that rewrite their input."""
+        view = copy.copy(self)
+        view._records = None
+        view._owns_client = False
+        view._cluster = None
+        return view
+
     def map(self, function: Callable, items: Iterable, /, **shared) -> Iterator:
         """``function(item, **shared)`` for every item, yielded in the order of `items`.
 
@@ -138,6 +177,17 @@ class BlockRunner:
         are keyword arguments common to every call (scattered once to every worker).
         """
         items = list(items)
+        records = self._records
+        if records is None:
+            yield from self._map(function, items, shared)
+            return
+        folder = records.next_pass(function.__name__)
+        if any(isinstance(v, np.ndarray) and v.ndim >= 3 and v.flags.writeable for v in shared.values()):
+            yield from self._map(function, items, shared)  # a numpy output dies with the process
+            return
+        yield from records.map(self, function, items, shared, folder)
+
+    def _map(self, function: Callable, items: list, shared: dict) -> Iterator:
         if self.kind == "serial" or len(items) <= 1:
             for item in items:
                 yield function(item, **shared)
@@ -167,7 +217,7 @@ class BlockRunner:
                     reason = " ".join(str(error).split())
                     raise WorkersLostError(
                         f"dask workers died repeatedly while running {function.__name__} ({reason}); finished "
-                        "stages are kept and a re-run resumes from this stage"
+                        "stages and this stage's finished blocks are kept, and a re-run resumes from them"
                     ) from None
                 future.release()
         finally:
@@ -196,6 +246,50 @@ class BlockRunner:
 
     def __repr__(self) -> str:
         return f"BlockRunner(kind={self.kind!r}, workers={self.workers})"
+
+
+class _RecordFolder:
+    """The kept records of one pipeline stage's passes (see :meth:`BlockRunner.keep_records`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.passes = 0
+        self.resumed = 0
+
+    def next_pass(self, name: str) -> Path:
+        folder = self.folder / f"{self.passes:03d}-{name}"
+        self.passes += 1
+        return folder
+
+    def map(self, runner: BlockRunner, function: Callable, items: list, shared: dict, folder: Path) -> Iterator:
+        folder.mkdir(parents=True, exist_ok=True)
+        digests = [hashlib.sha1(pickle.dumps(item, protocol=5)).hexdigest() for item in items]
+        done: dict[int, Any] = {}
+        for position, digest in enumerate(digests):
+            path = folder / f"{position:07d}.pkl"
+            if path.exists():
+                try:
+                    saved_digest, record = pickle.loads(path.read_bytes())
+                except Exception:  # a record cut short: compute the block again
+                    continue
+                if saved_digest == digest:
+                    done[position] = record
+        if done:
+            self.resumed += len(done)
+            log.info("%s: %d of %d blocks read back from an interrupted run", function.__name__, len(done),
+                     len(items))
+        todo = [position for position in range(len(items)) if position not in done]
+        computed = runner._map(function, [items[position] for position in todo], shared)
+        for position in range(len(items)):
+            if position in done:
+                yield done.pop(position)
+                continue
+            record = next(computed)
+            # the block's output is in its Zarr store by now: its record says so
+            tmp = folder / f".{position:07d}.pkl.tmp-{os.getpid()}"
+            tmp.write_bytes(pickle.dumps((digests[position], record), protocol=5))
+            os.replace(tmp, folder / f"{position:07d}.pkl")
+            yield record
 
 
 def _is_large(value) -> bool:

@@ -246,11 +246,11 @@ def _segment_block(index, *, foreground, target, grid, shape, spacing, halo, max
     return (ids, keys[ids], counts, keys[border[border > 0]]), keys[cut], grown, proven, current
 
 
-def _relabel_block(item, *, target, grid) -> None:
-    """Block-local labels -> global labels through the block's lookup table."""
+def _relabel_block(item, *, source, target, grid) -> None:
+    """Block-local labels of `source` -> global labels in `target`, through the block's lookup table."""
     index, lut = item
     core = grid.slices(index)
-    target[core] = np.take(lut, read_block(target, core))
+    target[core] = np.take(lut, read_block(source, core))
 
 
 def _shifted(box, by) -> tuple[slice, ...]:
@@ -347,6 +347,7 @@ def separate_particles_chunked(
     pillar: Pillar | None = None,
     levels_per_voxel: int = 4,
     runner: BlockRunner | None = None,
+    scratch=None,
 ) -> ChunkedParticleSegmentation:
     """Split a particle foreground into particles block by block, as the in-memory chain does.
 
@@ -384,6 +385,11 @@ def separate_particles_chunked(
         cluster, which needs `out` to be a Zarr array every worker can open). Blocks are
         independent in these passes and their records are merged in block order, so the labels
         are identical to a serial run's. Default: serially in this process.
+    scratch : (Z, Y, X) unsigned integer array, optional
+        Where pass 2 writes the block-local labels, which pass 3 then reads to write `out`.
+        Default: `out` itself, relabelled in place. With a Zarr scratch no pass rewrites its
+        own input, so a runner keeping block records (:meth:`~corrtomo.BlockRunner.keep_records`)
+        can resume an interrupted run; in place, the passes recompute every block.
 
     Returns
     -------
@@ -519,6 +525,14 @@ def separate_particles_chunked(
         if not np.issubdtype(np.dtype(out.dtype), np.unsignedinteger):
             raise InputError(f"must have an unsigned integer dtype, got {out.dtype}", source="out")
         target = out
+    if scratch is None:
+        local_labels = target
+    else:
+        if tuple(int(n) for n in scratch.shape) != shape:
+            raise InputError(f"shape {tuple(scratch.shape)} differs from the input shape {shape}", source="scratch")
+        if not np.issubdtype(np.dtype(scratch.dtype), np.unsignedinteger):
+            raise InputError(f"must have an unsigned integer dtype, got {scratch.dtype}", source="scratch")
+        local_labels = scratch
     smallest = float(spacing.min())
     h_um = 0.15 * smallest if h_um is None else float(h_um)
     smooth_um = 0.7 * smallest if smooth_um is None else float(smooth_um)
@@ -542,17 +556,21 @@ def separate_particles_chunked(
     max_halo_um = 2.0 * float(halo_um) if max_halo_um is None else max(float(max_halo_um), float(halo_um))
     max_halo = np.maximum(np.ceil(max_halo_um / spacing - 1e-9).astype(np.int64), halo)
 
-    # pass 2: block + halo segmentation, local labels into `target`
+    # pass 2: block + halo segmentation, local labels into `local_labels`
+    runner = BlockRunner() if runner is None else runner
+    if runner.kind == "distributed" and not hasattr(target, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
+    if runner.kind == "distributed" and not hasattr(local_labels, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array", source="scratch")
+    if local_labels is target:  # relabelling in place rewrites pass 2's output: no block records
+        runner = runner.without_records()
     start = time.perf_counter()
     records = []
     cut_keys = [np.zeros(0, np.int64)]
     n_grown = 0
     n_proven = 0
     largest_halo = halo.copy()
-    runner = BlockRunner() if runner is None else runner
-    if runner.kind == "distributed" and not hasattr(target, "store"):
-        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
-    tasks = runner.map(_segment_block, list(grid), foreground=foreground, target=target, grid=grid, shape=shape,
+    tasks = runner.map(_segment_block, list(grid), foreground=foreground, target=local_labels, grid=grid, shape=shape,
                        spacing=spacing, halo=halo, max_halo=max_halo, inside_pillar=inside_pillar, rim=rim,
                        margin=margin, top=top, smooth_um=smooth_um,
                        marker_options={"method": method, "h_um": h_um, "min_distance_um": min_distance_um,
@@ -593,7 +611,7 @@ def separate_particles_chunked(
                     near.append((other, markers[int(np.ravel_multi_index(other, grid_shape))]))
             items.append((index, near))
         merge_records = list(runner.map(
-            _merge_block, items, foreground=foreground, target=target, grid=grid, spacing=spacing,
+            _merge_block, items, foreground=foreground, target=local_labels, grid=grid, spacing=spacing,
             halo=merge_halo, inside_pillar=inside_pillar, offsets=_forward_offsets(connectivity),
             n_markers=int(unique_keys.size)))
         del items, markers
@@ -621,7 +639,8 @@ def separate_particles_chunked(
         lut = np.zeros(int(ids.max(initial=0)) + 1, dtype=np.dtype(target.dtype))
         lut[ids] = final[np.searchsorted(unique_keys, keys)]
         luts.append(lut)
-    for _ in runner.map(_relabel_block, list(zip(grid, luts, strict=True)), target=target, grid=grid):
+    for _ in runner.map(_relabel_block, list(zip(grid, luts, strict=True)), source=local_labels, target=target,
+                        grid=grid):
         pass
     timings["relabel_s"] = time.perf_counter() - start
 

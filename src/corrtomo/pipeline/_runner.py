@@ -7,7 +7,10 @@ everything into a hidden temporary folder, ends with ``manifest.json`` and is th
 stage whose manifest holds the same key; a stage whose parameters or inputs changed runs again,
 and so does every stage that reads from it, directly or through others (their keys contain its
 key); stages that do not depend on it stay as they are. An interrupted stage leaves only
-its temporary folder, which the next run removes.
+its temporary folder, named after its key. The next run removes it, unless the stage ran block
+by block (the chunked path): then the folder holds the Zarr stores and the records of the
+blocks finished so far (``.work/blocks``, see :meth:`corrtomo.BlockRunner.keep_records`), and a
+run of the same stage with the same key goes on from there instead of starting again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ LOGGER = logging.getLogger("corrtomo.pipeline")
 MANIFEST = "manifest.json"
 #: Sub-folder of a stage's temporary folder for scratch stores; removed before the stage is published.
 WORK = ".work"
+#: Sub-folder of WORK with the records of a chunked stage's finished blocks.
+BLOCKS = "blocks"
 _HASH_CACHE = ".input-hashes.json"
 
 
@@ -227,10 +232,21 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _has_block_records(tmp: Path) -> bool:
+    blocks = tmp / WORK / BLOCKS
+    return blocks.is_dir() and any(blocks.rglob("*.pkl"))
+
+
 def clean_interrupted(run_dir: Path) -> list[Path]:
-    """Remove the temporary folders an interrupted run left behind; return them."""
+    """Remove the temporary folders an interrupted run left behind; return them.
+
+    Folders holding finished blocks of a chunked stage are kept: the stage resumes from them
+    when it runs again with the same key (and they are removed when its key has changed).
+    """
     removed = []
     for path in run_dir.glob(".*.tmp-*"):
+        if path.is_dir() and _has_block_records(path):
+            continue
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         removed.append(path)
     for path in run_dir.glob(".*.old-*"):
@@ -257,6 +273,23 @@ def run_log(run_dir: Path, *, quiet: bool) -> Iterator[logging.Logger]:
         for handler in handlers:
             LOGGER.removeHandler(handler)
             handler.close()
+
+
+def _stage_folder(run_dir: Path, name: str, key: str, forced: bool) -> Path:
+    """The stage's temporary folder: the one an interrupted run of the same key left, or a new one.
+
+    Folders of this stage with another key (or every one, when the stage is forced to run
+    again) are removed.
+    """
+    tmp = run_dir / f".{name}.tmp-{key[:16]}"
+    for other in run_dir.glob(f".{name}.tmp-*"):
+        if other != tmp or forced:
+            shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+    if tmp.is_dir():
+        LOGGER.info("%s: resuming the interrupted run's finished blocks (%s)", name, tmp.name)
+    else:
+        tmp.mkdir()
+    return tmp
 
 
 def execute(
@@ -305,13 +338,16 @@ def execute(
             context.records.append(records[-1])
             context.results[stage.name] = manifest.get("result", {})
         else:
+            tmp = _stage_folder(run_dir, stage.name, key, forced)
             LOGGER.info("%s: running", stage.name)
-            tmp = run_dir / f".{stage.name}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
             started = time.time()
+            begin = getattr(context, "begin_stage", None)
+            if begin is not None:
+                begin(tmp / WORK / BLOCKS)
             try:
                 with PeakMemory() as memory:
                     result = stage.run(context, tmp) or {}
+                resumed = int(getattr(context, "resumed_blocks", 0))
                 shutil.rmtree(tmp / WORK, ignore_errors=True)  # the stage's scratch stores, published by now
                 seconds = time.time() - started
                 outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
@@ -320,12 +356,20 @@ def execute(
                     "outputs": outputs, "result": result, "seconds": round(seconds, 3),
                     "peak_memory_mb": round(memory.peak / 2**20, 1), "started": time.strftime(
                         "%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                    "resumed_blocks": resumed,
                     "python": platform.python_version(), "platform": platform.platform(),
                 })
                 _replace_dir(tmp, final)
             finally:
-                if tmp.exists():
+                if begin is not None:
+                    begin(None)
+                if tmp.exists() and not _has_block_records(tmp):
                     shutil.rmtree(tmp, ignore_errors=True)
+                elif tmp.exists():
+                    LOGGER.info("%s: stopped; its finished blocks are kept in %s for a re-run", stage.name, tmp.name)
+            if resumed:
+                LOGGER.info("%s: %d blocks read back from the interrupted run, the others computed", stage.name,
+                            resumed)
             LOGGER.info("%s: done in %.1f s, peak memory %.0f MB", stage.name, seconds, memory.peak / 2**20)
             records.append(StageRecord(stage.name, False, seconds, memory.peak / 2**20, key, to_jsonable(result)))
             context.records.append(records[-1])

@@ -34,6 +34,18 @@ class RunContext:
     records: list = field(default_factory=list)  # StageRecord of every stage so far in this run
     block_runner: Any = None  # BlockRunner: given (a remote cluster, connected up front) or made on first use
     _runner_logged: bool = False
+    _block_records: Path | None = None
+
+    def begin_stage(self, block_records: Path | None) -> None:
+        """Keep the records of the running stage's finished blocks in `block_records` (None: stop)."""
+        self._block_records = block_records
+        if self.block_runner is not None:
+            self.block_runner.keep_records(block_records)
+
+    @property
+    def resumed_blocks(self) -> int:
+        """Blocks of the running stage read back from an interrupted run instead of computed."""
+        return 0 if self.block_runner is None else self.block_runner.resumed_blocks
 
     @property
     def runner(self):
@@ -42,6 +54,7 @@ class RunContext:
             from .._shared import BlockRunner
 
             self.block_runner = BlockRunner(*self.config.execution.runner_settings())
+            self.block_runner.keep_records(self._block_records)
         if not self._runner_logged:
             LOGGER.info("chunked blocks run %s", self.block_runner.description)
             self._runner_logged = True
@@ -91,12 +104,25 @@ class RunContext:
         return (int(self.config.execution.chunk),) * 3
 
     def work_array(self, out: Path, name: str, dtype) -> object:
-        """A scratch Zarr array in the stage's temporary folder, chunked like the execution."""
+        """A scratch Zarr array in the stage's temporary folder, chunked like the execution.
+
+        An interrupted run of the stage may have left it (with the blocks it finished): it is
+        opened as it is when its shape, chunks and dtype fit, else made again.
+        """
         import zarr
 
         shape = tuple(self.results["volume"]["shape"])
-        return zarr.create_array(out / WORK / name, shape=shape, chunks=self.chunks, dtype=dtype,
-                                 fill_value=0)
+        path = out / WORK / name
+        if path.exists():
+            try:
+                array = zarr.open_array(path, mode="r+")
+                if (tuple(array.shape) == shape and tuple(array.chunks) == self.chunks
+                        and np.dtype(array.dtype) == np.dtype(dtype)):
+                    return array
+            except Exception:  # a store cut short: start it again
+                pass
+        return zarr.create_array(path, shape=shape, chunks=self.chunks, dtype=dtype, fill_value=0,
+                                 overwrite=True)
 
 
 def _zarr(path: Path, data, spacing, chunk: int) -> None:
@@ -628,7 +654,8 @@ def _run_particles(context: RunContext, out: Path) -> dict:
             context.lazy(*_particle_source(context)), spacing=spacing, chunks=context.chunks, out=labels,
             method=options.method, h_um=options.h_um, resolution_um=options.resolution_um,
             merge_oversplit=options.merge_oversplit, merge_ratio=options.merge_ratio,
-            pillar=load_pillar(context), runner=context.runner)
+            pillar=load_pillar(context), runner=context.runner,
+            scratch=context.work_array(out, "local_labels", np.uint32))
         extra = {"exact": bool(segmentation.exact), "n_cut_particles": int(segmentation.n_cut_particles)}
     else:
         from ..segment import separate_particles
