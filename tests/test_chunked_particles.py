@@ -97,6 +97,12 @@ def test_zarr_in_zarr_out_and_dask(quick, tmp_path):
     np.testing.assert_array_equal(source[:], foreground)
     lazy = separate_particles_chunked(da.from_array(foreground, chunks=(24, 16, 48)), spacing=spacing)
     _assert_same_partition(expected, lazy.labels)
+    # block-local labels in a scratch store (not relabelled in place): the same labels in `out`
+    scratch = zarr.create_array(tmp_path / "local.zarr", shape=foreground.shape, dtype="uint32", chunks=(16, 24, 16))
+    out2 = zarr.create_array(tmp_path / "labels2.zarr", shape=foreground.shape, dtype="uint32", chunks=(16, 24, 16))
+    separate_particles_chunked(source, spacing=spacing, out=out2, scratch=scratch)
+    np.testing.assert_array_equal(out2[:], out[:])
+    assert scratch[:].max() < out[:].max()  # block-local numbers stay in the scratch store
 
 
 def test_halo_too_small_warns_and_flags(talc):
@@ -127,6 +133,9 @@ def test_bad_input():
         separate_particles_chunked(np.ones((4, 4, 4), bool), out=np.zeros((4, 4, 5), np.uint32))
     with pytest.raises(InputError, match="unsigned"):
         separate_particles_chunked(np.ones((4, 4, 4), bool), out=np.zeros((4, 4, 4), np.int32))
+    with pytest.raises(InputError, match="differs") as caught:
+        separate_particles_chunked(np.ones((4, 4, 4), bool), scratch=np.zeros((4, 4, 5), np.uint32))
+    assert str(caught.value).startswith("scratch")
     with pytest.raises(InputError, match="method"):
         separate_particles_chunked(np.ones((4, 4, 4), bool), method="snow")
     with pytest.raises(InputError, match="halo_um"):

@@ -246,6 +246,15 @@ def _segment_block(index, *, foreground, target, grid, shape, spacing, halo, max
     return (ids, keys[ids], counts, keys[border[border > 0]]), keys[cut], grown, proven, current
 
 
+def _label_array(array, shape, name: str):
+    """`array` if it can hold labels of a volume of `shape`, else a one-line InputError."""
+    if tuple(int(n) for n in array.shape) != shape:
+        raise InputError(f"shape {tuple(array.shape)} differs from the input shape {shape}", source=name)
+    if not np.issubdtype(np.dtype(array.dtype), np.unsignedinteger):
+        raise InputError(f"must have an unsigned integer dtype, got {array.dtype}", source=name)
+    return array
+
+
 def _relabel_block(item, *, source, target, grid) -> None:
     """Block-local labels of `source` -> global labels in `target`, through the block's lookup table."""
     index, lut = item
@@ -517,22 +526,8 @@ def separate_particles_chunked(
     if merge_oversplit and not math.isfinite(merge_ratio):
         raise InputError(f"must be finite, got {merge_ratio}", source="merge_ratio")
     grid = block_grid(shape, chunks, like=(foreground,) if out is None else (foreground, out))
-    if out is None:
-        target = np.zeros(shape, dtype=np.uint32)
-    else:
-        if tuple(int(n) for n in out.shape) != shape:
-            raise InputError(f"shape {tuple(out.shape)} differs from the input shape {shape}", source="out")
-        if not np.issubdtype(np.dtype(out.dtype), np.unsignedinteger):
-            raise InputError(f"must have an unsigned integer dtype, got {out.dtype}", source="out")
-        target = out
-    if scratch is None:
-        local_labels = target
-    else:
-        if tuple(int(n) for n in scratch.shape) != shape:
-            raise InputError(f"shape {tuple(scratch.shape)} differs from the input shape {shape}", source="scratch")
-        if not np.issubdtype(np.dtype(scratch.dtype), np.unsignedinteger):
-            raise InputError(f"must have an unsigned integer dtype, got {scratch.dtype}", source="scratch")
-        local_labels = scratch
+    target = np.zeros(shape, dtype=np.uint32) if out is None else _label_array(out, shape, "out")
+    local_labels = target if scratch is None else _label_array(scratch, shape, "scratch")
     smallest = float(spacing.min())
     h_um = 0.15 * smallest if h_um is None else float(h_um)
     smooth_um = 0.7 * smallest if smooth_um is None else float(smooth_um)
