@@ -35,9 +35,9 @@ def refine_phases_chunked(
     grain touching the core and every grain whose blur reaches it are seen whole (grains cut by
     a block face count as large, as they are).
 
-    Guarantee: the result equals the in-memory refinement (nearest voxels are searched in the
-    same order of offsets at every position, so a block breaks distance ties as the whole
-    volume does), except where an anomaly larger than the halo's allowance crosses a block face.
+    Guarantee: the result equals the in-memory refinement, except where the Euclidean feature
+    transform breaks an exact distance tie differently in a block, or an anomaly larger than
+    the halo's allowance crosses a block face.
 
     Parameters
     ----------

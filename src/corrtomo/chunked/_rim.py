@@ -25,9 +25,10 @@ def correct_rim_phases_chunked(
 
     Guarantee: the erosion that defines the interior is exact in a block's core plus
     ``depth + 1`` voxels when the halo is ``2 depth + 2``, and every rim voxel's nearest
-    interior voxel lies within ``depth + 1`` voxels, searched in the same order of offsets at
-    every position (ties between equidistant interior voxels broken alike); the result therefore
-    equals the in-memory correction.
+    interior voxel lies within ``depth + 1`` voxels; the result therefore equals the in-memory
+    correction except where two interior voxels are exactly equidistant from a rim voxel and
+    carry different phases (the Euclidean feature transform breaks such ties by scan order,
+    which a block can see differently).
 
     Parameters
     ----------

@@ -437,8 +437,6 @@ def recover_inclusions_block(ct_block, phases_block, particles_block, inner, mod
     import cc3d
     from scipy import ndimage
 
-    from ._nearest import nearest_within
-
     refined = phases_block.copy()
     moved = np.zeros((256, 256), dtype=np.int64)
     if not model.usable:
@@ -468,16 +466,15 @@ def recover_inclusions_block(ct_block, phases_block, particles_block, inner, mod
 
     # aperture photometry: the aperture holds the tested voxels of the candidate's particle
     # within 2 sigma_eff of it, the annulus the host's local background level around it
+    distance, nearest = ndimage.distance_transform_edt(candidates == 0, return_indices=True)
     outer = 2.0 * sigma_eff + 2.0
-    # only particle voxels in the cube around a candidate can lie within `outer` of one
-    around = ndimage.maximum_filter(candidates != 0, size=2 * int(np.floor(outer)) + 1, mode="constant")
-    near, source, distance = nearest_within(candidates != 0, around & (particles_block != 0), reach=outer)
-    del around
+    near = (distance <= outer) & (particles_block != 0)
     owner = np.zeros(ct32.shape, dtype=np.int64)
-    owner[near] = candidates[source] * (particles_block[near] == particle[candidates[source] - 1])
-    inner_ring = np.zeros(ct32.shape, dtype=bool)
-    inner_ring[near] = distance <= 2.0 * sigma_eff
-    del distance, source
+    owner[near] = candidates[tuple(axis[near] for axis in nearest)]
+    del nearest
+    owner[near] *= particles_block[near] == particle[owner[near] - 1]
+    inner_ring = distance <= 2.0 * sigma_eff
+    del distance
     aperture = np.where(inner_ring & tested, owner, 0)
     same_phase = phases_block == host[np.maximum(owner, 1) - 1]
     annulus = np.where(~inner_ring & tested & same_phase, owner, 0)

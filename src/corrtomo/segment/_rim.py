@@ -47,10 +47,9 @@ def correct_rim_phases(
     -----
     With :math:`I = \\mathcal{E}^k(F)` the foreground eroded :math:`k` times (6-connected), each
     rim voxel :math:`x \\in F \\setminus I` takes :math:`\\phi(\\arg\\min_{y \\in I} \\lVert x -
-    y \\rVert)`, the phase of the nearest interior voxel in physical distance (exact, searched
-    in the ball of radius :math:`k + 1` voxels, ties broken by a fixed order of offsets), when
-    that voxel lies within :math:`k + 1` voxels; thin parts with no interior nearby (platelets
-    thinner than :math:`2k + 1` voxels) keep the classifier's phase.
+    y \\rVert)`, the phase of the nearest interior voxel in physical distance (exact Euclidean
+    feature transform), when that voxel lies within :math:`k + 1` voxels; thin parts with no
+    interior nearby (platelets thinner than :math:`2k + 1` voxels) keep the classifier's phase.
     A grain boundary that meets the particle surface moves by at most :math:`k` voxels there.
     """
     from scipy import ndimage
@@ -75,20 +74,24 @@ def correct_rim_phases(
 def phases_from_nearest_interior(phases, band, interior, *, reach: float, sampling=None, labels=None):
     """A copy of `phases` whose `band` voxels take the phase of their nearest `interior` voxel.
 
-    Only band voxels whose nearest interior voxel (Euclidean, physical distance with
-    `sampling`; :func:`~corrtomo.segment._nearest.nearest_within`, which searches only the
-    band voxels' balls of radius `reach`) lies within `reach` change, and with `labels` only
-    where that voxel carries the same label; the others keep their phase.
+    Only band voxels whose nearest interior voxel (exact Euclidean feature transform, physical
+    distance with `sampling`) lies within `reach` change, and with `labels` only where that voxel
+    carries the same label; the others keep their phase.
     """
-    from ._nearest import nearest_within
+    from scipy import ndimage
 
     corrected = np.array(phases, copy=True)
-    rim, source, _ = nearest_within(interior, band, reach=reach, sampling=sampling)
-    if labels is not None:
-        own = labels[source] == labels[rim]
-        rim = tuple(axis[own] for axis in rim)
-        source = tuple(axis[own] for axis in source)
-    corrected[rim] = phases[source]
+    distance, nearest = ndimage.distance_transform_edt(~interior, sampling=sampling, return_indices=True)
+    rim = band & (distance <= reach)
+    del distance
+    source = tuple(axis[rim] for axis in nearest)
+    del nearest
+    if labels is None:
+        corrected[rim] = phases[source]
+        return corrected
+    own = labels[source] == labels[rim]
+    target = tuple(axis[own] for axis in np.nonzero(rim))
+    corrected[target] = phases[tuple(axis[own] for axis in source)]
     return corrected
 
 
