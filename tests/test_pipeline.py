@@ -563,6 +563,13 @@ def test_run_through_report(sample_dir, run_copy):
 # ------------------------------------------------------------------------------------------
 
 
+def _label_bijection(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """The (found, expected) label pairs, asserted to be a bijection (the same partition)."""
+    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    return pairs
+
+
 @pytest.mark.parametrize("execution", [
     {"mode": "chunked", "chunk": 40},
     {"mode": "chunked", "chunk": 40, "workers": 2, "scheduler": "processes"},  # a LocalCluster on loopback
@@ -588,10 +595,8 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
     for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
                         ("phases", "phases.ome.zarr"), ("refine", "phases.ome.zarr")):
         np.testing.assert_array_equal(volume(result.run_dir, stage, name), volume(reference.run_dir, stage, name))
-    found = volume(result.run_dir, "particles", "particles.ome.zarr")
-    expected = volume(reference.run_dir, "particles", "particles.ome.zarr")
-    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)  # a bijection of labels
-    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    pairs = _label_bijection(volume(result.run_dir, "particles", "particles.ome.zarr"),
+                             volume(reference.run_dir, "particles", "particles.ome.zarr"))
     ours = pd.read_parquet(result.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels", kind="stable")
     theirs = pd.read_parquet(reference.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels",
                                                                                             kind="stable")
@@ -681,10 +686,8 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     assert "particles: resuming the interrupted run's finished blocks" in log
     assert f"particles: {2 * n_blocks + 4} blocks read back" in log
 
-    found = np.asarray(read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=False).data)
-    expected = np.asarray(read_volume(reference.run_dir / "particles" / "particles.ome.zarr", lazy=False).data)
-    pairs = np.unique(np.stack([found.ravel(), expected.ravel()]), axis=1)  # a bijection of labels
-    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    _label_bijection(np.asarray(read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=False).data),
+                     np.asarray(read_volume(reference.run_dir / "particles" / "particles.ome.zarr", lazy=False).data))
     for stage in ("phases", "refine"):
         np.testing.assert_array_equal(
             np.asarray(read_volume(run_dir / stage / "phases.ome.zarr", lazy=False).data),

@@ -15,10 +15,11 @@ With :meth:`BlockRunner.keep_records` a runner writes each block's record to a f
 as the block is done (after its output block is in Zarr), one sub-folder per pass in the order
 the passes run. A later run of the same passes into the same Zarr arrays (an interrupted
 pipeline stage, resumed) reads those records back instead of recomputing the blocks, so a run
-killed after hours loses at most the blocks that were being computed. This is sound for passes
-that read only arrays that no pass running at the same time or later in the sequence writes
-into (no in-place pass), which every chunked stage's pass is, and is refused (records are not
-kept) for a pass whose output is a numpy volume, which would not survive the process.
+killed after hours loses at most the blocks that were being computed. Passes run one after
+another, so a pass's inputs are intact until it has finished; this is therefore sound for every
+pass that does not rewrite an array it reads (no in-place pass), which every chunked stage's
+pass is. Records are not kept for a pass whose output is a numpy volume, which would not
+survive the process.
 """
 
 from __future__ import annotations
