@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on the chunked (out-of-core) path at growing volume sizes.
 
 Usage: ``python bench/bench_pipeline_scaling.py [--sizes 256 512 1024] [--workers 1 2]
-[--workers-size 256] [--chunk 128] [--workdir DIR]``
+[--workers-size 256] [--chunk 128] [--dtype float32|uint16] [--resume] [--workdir DIR]``
 
 A talc-saxolite twin of 256^3 voxels (0.1 um) is made once (its SEM sections, EDS maps and
 truth poses included). Larger CT volumes are its CT mirror-tiled block by block into an
@@ -48,19 +48,28 @@ def make_base(workdir: Path) -> Path:
     return sample
 
 
-def make_ct(sample: Path, size: int, workdir: Path) -> Path:
-    """The CT of `sample` mirror-tiled to size^3 as OME-Zarr (128^3 chunks), written block-wise."""
+def make_ct(sample: Path, size: int, workdir: Path, dtype: str = "float32") -> Path:
+    """The CT of `sample` mirror-tiled to size^3 as OME-Zarr (128^3 chunks), written block-wise.
+
+    With ``dtype="uint16"`` the twin's attenuation values are first mapped linearly onto
+    1000..61000 (as a scanner's reconstruction writes 16-bit grey values), rounded.
+    """
     import dask.array as da
     import tifffile
 
     from corrtomo.io import write_ome_zarr
 
-    path = workdir / f"ct{size}.ome.zarr"
+    path = workdir / (f"ct{size}.ome.zarr" if dtype == "float32" else f"ct{size}-{dtype}.ome.zarr")
     if path.exists():
         return path
     meta = json.loads((sample / "sample.json").read_text())
     base = da.from_array(tifffile.memmap(sample / "ct.tif"), chunks=128) if _is_memmappable(sample / "ct.tif") \
         else da.from_array(tifffile.imread(sample / "ct.tif"), chunks=128)
+    if dtype == "uint16":
+        low, high = float(base.min().compute()), float(base.max().compute())
+        base = da.round(1000 + (base.astype(np.float64) - low) * (60000 / (high - low))).astype(np.uint16)
+    elif dtype != "float32":
+        raise ValueError(f"dtype must be float32 or uint16, not {dtype!r}")
     reps = size // BASE
     tiles = [[[base[:: (-1 if k % 2 else 1), :: (-1 if j % 2 else 1), :: (-1 if i % 2 else 1)]
                for i in range(reps)] for j in range(reps)] for k in range(reps)]
@@ -95,9 +104,11 @@ def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path, ch
     return path
 
 
-def run(config: Path, run_dir: Path) -> dict:
-    """One `corrtomo run` in a fresh process; the stage manifests."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+def run(config: Path, run_dir: Path, resume: bool = False) -> dict:
+    """One `corrtomo run` in a fresh process; the stage manifests. With `resume`, a run folder
+    left by an earlier (interrupted) run is kept, so its finished stages and blocks are reused."""
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     command = [sys.executable, "-m", "corrtomo.cli", "run", str(config), "--out", str(run_dir), "--until", UNTIL, "-q"]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -124,12 +135,12 @@ def stage_rows(label: str, size: int, result: dict) -> list[str]:
         data = result["stages"].get(name)
         if data is None:
             continue
-        seconds = float(data["seconds"])
+        seconds = float(data["seconds"]) + float(data.get("seconds_earlier_attempts", 0.0))
         memory = float(data["peak_memory_mb"]) / 1024
         peak = max(peak, memory)
         rate = voxels / seconds / 1e6 if name not in ("sections", "register") else float("nan")
         rows.append(f"| {label} | {size}^3 | {name} | {seconds:.1f} | {rate:.2f} | {memory:.2f} |")
-    total = sum(float(d["seconds"]) for d in result["stages"].values())
+    total = sum(float(d["seconds"]) + float(d.get("seconds_earlier_attempts", 0.0)) for d in result["stages"].values())
     rows.append(f"| {label} | {size}^3 | **whole pipeline** | {total:.1f} | {voxels / total / 1e6:.2f} | "
                 f"**{peak:.2f}** |")
     return rows
@@ -143,6 +154,10 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=128, help="block edge of the chunked path (voxels)")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/pipeline-scaling"))
     parser.add_argument("--no-memory-reference", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "uint16"], default="float32",
+                        help="grey values of the tiled CT (uint16: a scanner's 16-bit scale)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the run folders of an interrupted bench run and resume them")
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown table to write")
     args = parser.parse_args()
     for size in args.sizes:
@@ -154,7 +169,7 @@ def main() -> None:
     lines = [
         f"corrtomo pipeline scaling, chunked path ({args.chunk}^3 blocks), {platform.node()}: {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
-        f"stages volume..analysis, sections at truth poses",
+        f"stages volume..analysis, sections at truth poses, CT {args.dtype}",
         "",
         "| run | size | stage | seconds | Mvox/s | peak memory (GiB) |",
         "|---|---|---|---|---|---|",
@@ -167,22 +182,23 @@ def main() -> None:
         args.results.write_text("\n".join(lines) + "\n")
 
     if not args.no_memory_reference:
-        ct = make_ct(sample, min(args.sizes), args.workdir)
+        ct = make_ct(sample, min(args.sizes), args.workdir, args.dtype)
         config = write_config(sample, ct, "memory", 1, args.workdir / "memory.yaml")
         report(stage_rows("in memory (reference)", min(args.sizes), run(config, args.workdir / "run-memory")))
-    tag = "" if args.chunk == 128 else f"-c{args.chunk}"
+    tag = ("" if args.chunk == 128 else f"-c{args.chunk}") + ("" if args.dtype == "float32" else f"-{args.dtype}")
     for size in args.sizes:
-        ct = make_ct(sample, size, args.workdir)
+        ct = make_ct(sample, size, args.workdir, args.dtype)
         config = write_config(sample, ct, "chunked", 1, args.workdir / f"chunked{size}{tag}.yaml", args.chunk)
-        report(stage_rows("chunked, 1 worker", size, run(config, args.workdir / f"run-chunked{size}{tag}")))
+        report(stage_rows("chunked, 1 worker", size, run(config, args.workdir / f"run-chunked{size}{tag}",
+                                                         args.resume)))
     size = args.workers_size
-    ct = make_ct(sample, size, args.workdir)
+    ct = make_ct(sample, size, args.workdir, args.dtype)
     results = {}
     for workers in args.workers:
         if workers == 1 and size in args.sizes:
             continue  # measured above
         config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}{tag}.yaml", args.chunk)
-        results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}")
+        results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}", args.resume)
         report(stage_rows(f"chunked, {workers} workers", size, results[workers]))
     lines.append("")
     lines.append(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

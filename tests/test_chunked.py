@@ -245,3 +245,35 @@ def test_particle_table_bad_input(quick):
         particle_table_chunked(quick.particles, quick.phases[:-1])
     with pytest.raises(InputError, match="bool"):
         particle_table_chunked(quick.particles > 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.bool_]), seed=st.integers(0, 2**16),
+       box=st.tuples(*(st.tuples(st.integers(0, 8), st.integers(1, 9)) for _ in range(3))))
+def test_float32_blocks_read_integers_exactly_as_float32(dtype, seed, box):
+    """An integer CT stored as it is reads block by block as the float32 copy would."""
+    from corrtomo._shared import Float32Blocks
+
+    info = np.iinfo(dtype) if dtype is not np.bool_ else None
+    rng = np.random.default_rng(seed)
+    values = (rng.integers(info.min, info.max, (9, 9, 9), endpoint=True) if info else rng.random((9, 9, 9)) < 0.5)
+    data = values.astype(dtype)
+    stored = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, chunks=(4, 4, 4), dtype=dtype)
+    stored[...] = data
+    view = Float32Blocks(stored)
+    index = tuple(slice(min(a, b), max(a, b) + 1) for a, b in box)
+    block = view[index]
+    assert block.dtype == np.float32 and view.dtype == np.float32 and view.shape == data.shape
+    np.testing.assert_array_equal(block, data.astype(np.float32)[index])
+    np.testing.assert_array_equal(block.astype(np.int64), data[index].astype(np.int64))  # no rounding
+    lazy = da.from_array(view, chunks=4)
+    assert lazy.dtype == np.float32
+    np.testing.assert_array_equal(lazy.compute(), data.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint32, np.int64])
+def test_float32_blocks_refuse_what_float32_cannot_hold_exactly(dtype):
+    from corrtomo._shared import Float32Blocks
+
+    with pytest.raises(TypeError, match="at most 16 bits"):
+        Float32Blocks(np.zeros((2, 2, 2), dtype))

@@ -631,6 +631,40 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
             assert got[name] == pytest.approx(number, rel=1e-9, abs=1e-12, nan_ok=True), (key, name)
 
 
+def test_chunked_path_keeps_a_uint16_ct_as_uint16_and_gives_the_in_memory_results(sample_dir, tmp_path):
+    """A uint16 CT (as scanners write it) is stored as uint16 by the chunked volume stage (half
+    the disk of float32) and its blocks are read as float32: the stages find exactly what the
+    in-memory path finds from the same file."""
+    import tifffile
+
+    from corrtomo.io import read_volume
+
+    ct = tifffile.imread(sample_dir / "ct.tif").astype(np.float64)
+    low, high = ct.min(), ct.max()
+    scaled = np.round(1000 + (ct - low) / (high - low) * 60000).astype(np.uint16)  # a linear detector scale
+    tifffile.imwrite(tmp_path / "ct16.tif", scaled)
+    ct_entry = {"path": str(tmp_path / "ct16.tif"), "voxel_size_um": json.loads(
+        (sample_dir / "sample.json").read_text())["voxel_size_um"]}
+    until = "particles"
+    runs = {mode: run_pipeline(_config(sample_dir, {"ct": ct_entry, "execution": {"mode": mode, "chunk": 40}}),
+                               tmp_path / mode, until=until, quiet=True).run_dir for mode in ("chunked", "memory")}
+    stored = read_volume(runs["chunked"] / "volume" / "ct.ome.zarr", lazy=True)
+    assert np.dtype(stored.data.dtype) == np.uint16
+    assert np.dtype(read_volume(runs["memory"] / "volume" / "ct.ome.zarr", lazy=True).data.dtype) == np.float32
+    np.testing.assert_array_equal(np.asarray(stored.data), scaled)
+    assert _manifest(runs["chunked"], "volume")["result"]["dtype"] == "uint16"
+
+    def volume(run, stage, name):
+        return np.asarray(read_volume(run / stage / name, lazy=False).data)
+
+    for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
+                        ("phases", "phases.ome.zarr")):
+        np.testing.assert_array_equal(volume(runs["chunked"], stage, name), volume(runs["memory"], stage, name))
+    found = volume(runs["chunked"], "particles", "particles.ome.zarr")
+    assert found.max() > 10
+    _label_bijection(found, volume(runs["memory"], "particles", "particles.ome.zarr"))
+
+
 def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(reference, sample_dir, tmp_path,
                                                                           monkeypatch):
     """A chunked stage that stops in the middle of a pass (a crash, workers lost) keeps its
@@ -680,7 +714,11 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     result = run_pipeline(config, run_dir, until=UNTIL, quiet=True)
     assert result.stages[0].skipped  # the volume stage was finished
     assert calls == {"segment": 0, "relabel": n_blocks - 4}
-    assert _manifest(run_dir, "particles")["resumed_blocks"] == 2 * n_blocks + 4
+    manifest = _manifest(run_dir, "particles")
+    assert manifest["resumed_blocks"] == 2 * n_blocks + 4
+    # the first attempt's time counts up to its last finished block (not its lost work)
+    assert manifest["attempts"] == 2 and 0 < manifest["seconds_earlier_attempts"] < 600
+    assert _manifest(run_dir, "refine")["attempts"] == 1 and _manifest(run_dir, "refine")["seconds_earlier_attempts"] == 0
     assert list(run_dir.glob(".*.tmp-*")) == []
     log = (run_dir / "run.log").read_text()
     assert "particles: resuming the interrupted run's finished blocks" in log

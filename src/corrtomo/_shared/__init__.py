@@ -8,6 +8,7 @@ from ._atomic import (
     write_json_atomic,
     write_text_atomic,
 )
+from ._blocks import Float32Blocks
 from ._errors import InputError
 from ._geometry import fibonacci_sphere
 from ._labels import MATRIX_LABEL, UNLABELLED
@@ -20,6 +21,7 @@ __all__ = [
     "MATRIX_LABEL",
     "UNLABELLED",
     "BlockRunner",
+    "Float32Blocks",
     "InputError",
     "PlanePose",
     "RigidTransform",

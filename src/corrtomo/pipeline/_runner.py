@@ -38,6 +38,8 @@ MANIFEST = "manifest.json"
 WORK = ".work"
 #: Sub-folder of WORK with the records of a chunked stage's finished blocks.
 BLOCKS = "blocks"
+#: The start times of a stage's attempts (in its temporary folder, beside the block records).
+ATTEMPTS = "attempts.json"
 _HASH_CACHE = ".input-hashes.json"
 
 
@@ -292,6 +294,30 @@ def _stage_folder(run_dir: Path, name: str, key: str, forced: bool) -> Path:
     return tmp
 
 
+def _note_attempt(tmp: Path, started: float) -> list[float]:
+    """Add this attempt's start to the stage folder's list; the earlier attempts' starts."""
+    path = tmp / WORK / ATTEMPTS
+    try:
+        earlier = [float(t) for t in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        earlier = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, [*earlier, started])
+    return earlier
+
+
+def _earlier_attempt_seconds(tmp: Path, starts: list[float], current: float) -> float:
+    """Seconds the earlier attempts of a resumed stage worked: from each start to the last block
+    record it wrote (work after that was lost and done again, so it is not counted)."""
+    if not starts:
+        return 0.0
+    written = [p.stat().st_mtime for p in (tmp / WORK / BLOCKS).rglob("*.pkl")]
+    total = 0.0
+    for start, end in zip(starts, [*starts[1:], current], strict=True):
+        total += max((t - start for t in written if start <= t < end), default=0.0)
+    return total
+
+
 def execute(
     stages: Sequence[Stage],
     context: Any,
@@ -341,6 +367,7 @@ def execute(
             tmp = _stage_folder(run_dir, stage.name, key, forced)
             LOGGER.info("%s: running", stage.name)
             started = time.time()
+            earlier = _note_attempt(tmp, started)
             begin = getattr(context, "begin_stage", None)
             if begin is not None:
                 begin(tmp / WORK / BLOCKS)
@@ -348,6 +375,7 @@ def execute(
                 with PeakMemory() as memory:
                     result = stage.run(context, tmp) or {}
                 resumed = int(getattr(context, "resumed_blocks", 0))
+                earlier_seconds = _earlier_attempt_seconds(tmp, earlier, started)
                 shutil.rmtree(tmp / WORK, ignore_errors=True)  # the stage's scratch stores, published by now
                 seconds = time.time() - started
                 outputs = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
@@ -356,7 +384,8 @@ def execute(
                     "outputs": outputs, "result": result, "seconds": round(seconds, 3),
                     "peak_memory_mb": round(memory.peak / 2**20, 1), "started": time.strftime(
                         "%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                    "resumed_blocks": resumed,
+                    "resumed_blocks": resumed, "attempts": len(earlier) + 1,
+                    "seconds_earlier_attempts": round(earlier_seconds, 3),
                     "python": platform.python_version(), "platform": platform.platform(),
                 })
                 _replace_dir(tmp, final)
@@ -370,6 +399,9 @@ def execute(
             if resumed:
                 LOGGER.info("%s: %d blocks read back from the interrupted run, the others computed", stage.name,
                             resumed)
+            if earlier:
+                LOGGER.info("%s: %d earlier attempt(s) worked %.1f s until their last finished block", stage.name,
+                            len(earlier), earlier_seconds)
             LOGGER.info("%s: done in %.1f s, peak memory %.0f MB", stage.name, seconds, memory.peak / 2**20)
             records.append(StageRecord(stage.name, False, seconds, memory.peak / 2**20, key, to_jsonable(result)))
             context.records.append(records[-1])

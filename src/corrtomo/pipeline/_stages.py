@@ -86,13 +86,16 @@ class RunContext:
     def read(self, stage: str, name: str) -> np.ndarray:
         from ..io import read_volume
 
-        return np.asarray(read_volume(self.path(stage, name), lazy=False).data)
+        data = np.asarray(read_volume(self.path(stage, name), lazy=False).data)
+        return data.astype(np.float32) if _is_stored_integer_ct(stage, name, data) else data
 
     def lazy(self, stage: str, name: str):
-        """A stage's volume as a Zarr array (read block by block)."""
+        """A stage's volume as a Zarr array (read block by block); an integer CT reads as float32."""
+        from .._shared import Float32Blocks
         from ..io import read_volume
 
-        return read_volume(self.path(stage, name), lazy=True).data
+        data = read_volume(self.path(stage, name), lazy=True).data
+        return Float32Blocks(data) if _is_stored_integer_ct(stage, name, data) else data
 
     @property
     def chunked(self) -> bool:
@@ -123,6 +126,11 @@ class RunContext:
                 pass
         return zarr.create_array(path, shape=shape, chunks=self.chunks, dtype=dtype, fill_value=0,
                                  overwrite=True)
+
+
+def _is_stored_integer_ct(stage: str, name: str, data) -> bool:
+    """Whether `data` is the CT that the chunked volume stage kept in its integer dtype."""
+    return (stage, name) == ("volume", "ct.ome.zarr") and np.dtype(data.dtype).kind in "iub"
 
 
 def _zarr(path: Path, data, spacing, chunk: int) -> None:
@@ -232,9 +240,13 @@ def _run_volume(context: RunContext, out: Path) -> dict:
         data = data if isinstance(data, da.Array) else da.from_array(data, chunks=config.execution.chunk)
         _check_input_chunks(data, config, paths[0])
         check_finite(data, source=paths[0])
-        data = data.astype(np.float32)
+        # an integer CT of <= 16 bits (uint16 as scanners write it) is stored as it is: half the
+        # disk of float32, and the stages read its blocks as float32 (exact, see Float32Blocks)
+        kind = np.dtype(data.dtype)
+        if kind.kind not in "iub" or kind.itemsize > 2:
+            data = data.astype(np.float32)
         _zarr(out / "ct.ome.zarr", data, spacing, config.output.chunk)
-        return {"shape": list(data.shape), "voxel_size_um": spacing.tolist(), "dtype": "float32",
+        return {"shape": list(data.shape), "voxel_size_um": spacing.tolist(), "dtype": str(data.dtype),
                 "stitched": False, "chunked": True}
     if len(volumes) == 1:
         data = np.asarray(volumes[0].data)
