@@ -429,6 +429,33 @@ def test_zarr_ct_without_voxel_size_or_with_oversized_chunks(sample_dir, tmp_pat
     assert not (tmp_path / "run2" / "volume").exists()  # nothing written; the next stage never ran
 
 
+def test_chunked_run_checks_the_disk_before_it_writes(reference, sample_dir, tmp_path, monkeypatch):
+    """Too little disk for the CT copy: one line with the numbers before anything is written.
+    Too little for the foreground's smoothed-CT scratch: smoothed again in each pass instead,
+    the same foreground."""
+    import corrtomo.pipeline._stages as stages
+    from corrtomo.io import read_volume
+
+    chunked = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    raw = 4 * int(np.prod(SHAPE))  # the float32 CT; the smoothed CT has the same size
+    monkeypatch.setattr(stages, "free_disk_bytes", lambda path: raw // 3)
+    with pytest.raises(InputError) as caught:
+        run_pipeline(chunked, tmp_path / "full", quiet=True)
+    message = str(caught.value)
+    assert message.startswith(str(sample_dir / "ct.tif")) and "\n" not in message
+    assert f"the CT copy needs {raw / 2e9:.1f} GB to {raw / 1e9:.1f} GB of disk" in message
+    assert not (tmp_path / "full" / "volume").exists()
+
+    monkeypatch.setattr(stages, "free_disk_bytes", lambda path: raw - 1)  # the compressed CT fits
+    result = run_pipeline(chunked, tmp_path / "run", until="foreground", quiet=True)
+    assert result.stages[1].result["smoothing_stored"] is False
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "the CT copy may need up to" in log and "computed again in each pass instead of stored" in log
+    np.testing.assert_array_equal(
+        np.asarray(read_volume(tmp_path / "run" / "foreground" / "foreground.ome.zarr").data),
+        np.asarray(read_volume(reference.run_dir / "foreground" / "foreground.ome.zarr").data))
+
+
 def test_registration_failure_stops_and_keeps_finished_stages(tmp_path, capsys):
     # the 48^3 `quick` twin is too small for a confident hint-free match of its section
     sample = tmp_path / "quick"
@@ -653,6 +680,7 @@ def test_chunked_path_keeps_a_uint16_ct_as_uint16_and_gives_the_in_memory_result
     assert np.dtype(read_volume(runs["memory"] / "volume" / "ct.ome.zarr", lazy=True).data.dtype) == np.float32
     np.testing.assert_array_equal(np.asarray(stored.data), scaled)
     assert _manifest(runs["chunked"], "volume")["result"]["dtype"] == "uint16"
+    assert _manifest(runs["chunked"], "foreground")["result"]["smoothing_stored"] is True
 
     def volume(run, stage, name):
         return np.asarray(read_volume(run / stage / name, lazy=False).data)

@@ -8,6 +8,7 @@ representativeness, summary) -> evaluate (twin truth, when given) -> report.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,18 @@ def available_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def free_disk_bytes(path: Path) -> int:
+    """Bytes free on the file system of `path` (its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return int(shutil.disk_usage(path).free)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
 def choose_chunked(config: RunConfig, shape) -> bool:
     """The execution path: as configured, or for ``auto`` chunked when the in-memory path's
     estimated peak (:data:`IN_MEMORY_BYTES_PER_VOXEL` per voxel) exceeds ``memory_fraction`` of
@@ -212,6 +225,17 @@ def open_volume(path: Path, given: np.ndarray | None, key: str):
     return volume
 
 
+def _check_disk_for(out: Path, what: str, raw_bytes: int, source) -> None:
+    """Stop before hours of work when `what` (`raw_bytes` uncompressed) cannot fit on the disk
+    of `out`: a noisy CT does not compress below half its raw size; below the raw size, warn."""
+    free = free_disk_bytes(out)
+    if free < raw_bytes / 2:
+        raise InputError(f"{what} needs {_gb(raw_bytes / 2)} to {_gb(raw_bytes)} of disk, only {_gb(free)} "
+                         f"free in {out.parent}; free some space or choose another --out", source=source)
+    if free < raw_bytes:
+        LOGGER.warning("%s may need up to %s of disk; %s free in %s", what, _gb(raw_bytes), _gb(free), out.parent)
+
+
 def _check_input_chunks(data, config: RunConfig, path: Path) -> None:
     """Stop before work when one chunk of the input store cannot be read within the memory budget
     (every block read decompresses whole chunks; a store written as one chunk, or as slabs of
@@ -245,6 +269,7 @@ def _run_volume(context: RunContext, out: Path) -> dict:
         kind = np.dtype(data.dtype)
         if kind.kind not in "iub" or kind.itemsize > 2:
             data = data.astype(np.float32)
+        _check_disk_for(out, "the CT copy", math.prod(data.shape) * data.dtype.itemsize, paths[0])
         _zarr(out / "ct.ome.zarr", data, spacing, config.output.chunk)
         return {"shape": list(data.shape), "voxel_size_um": spacing.tolist(), "dtype": str(data.dtype),
                 "stitched": False, "chunked": True}
@@ -281,16 +306,24 @@ def _run_foreground(context: RunContext, out: Path) -> dict:
         from ..chunked import foreground_mask_chunked
 
         work = context.work_array(out, "foreground", np.uint8)
+        # the smoothed CT is stored once for the later passes (half the time) when its raw
+        # float32 size fits on the disk, else smoothed again in each pass: same result
+        smoothed_bytes = 4 * math.prod(work.shape)
+        store = (out / WORK / "smoothed").exists() or free_disk_bytes(out) >= smoothed_bytes
+        if not store:
+            LOGGER.info("foreground: the smoothed CT (%s as float32) would not fit in the %s free; it is "
+                        "computed again in each pass instead of stored", _gb(smoothed_bytes),
+                        _gb(free_disk_bytes(out)))
         _, info = foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing,
                                           chunks=context.chunks, out=work, method=options.method,
                                           pillar=options.pillar, edge_fraction=options.edge_fraction,
                                           fill_holes=options.fill_holes, return_info=True,
-                                          scratch=context.work_array(out, "smoothed", np.float32),
+                                          scratch=context.work_array(out, "smoothed", np.float32) if store else None,
                                           runner=context.runner)
         pillar = info["pillar"]
         fraction = float(_block_sum(work) / np.prod(work.shape))
         _zarr(out / "foreground.ome.zarr", work, spacing, context.config.output.chunk)
-        return {"foreground_fraction": fraction, "pillar": _write_pillar(out, pillar)}
+        return {"foreground_fraction": fraction, "pillar": _write_pillar(out, pillar), "smoothing_stored": store}
     ct = context.read("volume", "ct.ome.zarr")
     pillar = detect_pillar(ct, spacing=spacing) if options.pillar else None
     mask = foreground_mask(ct, spacing=spacing, method=options.method, pillar=pillar if pillar else False,
