@@ -1,13 +1,14 @@
 """Benchmark: the whole pipeline on the chunked (out-of-core) path at growing volume sizes.
 
 Usage: ``python bench/bench_pipeline_scaling.py [--sizes 256 512 1024] [--workers 1 2]
-[--workers-size 256] [--chunk 128] [--dtype float32|uint16] [--resume] [--workdir DIR]``
+[--workers-size 256] [--size-workers 1|N|auto] [--chunk 128] [--dtype float32|uint16] [--resume]
+[--workdir DIR]``
 
 A talc-saxolite twin of 256^3 voxels (0.1 um) is made once (its SEM sections, EDS maps and
 truth poses included). Larger CT volumes are its CT mirror-tiled block by block into an
 OME-Zarr store (never held whole), so particles continue across tile borders. Each size runs
 ``corrtomo run`` from the CT to the analysis stage with ``execution.mode: chunked`` (blocks of
-``--chunk``^3 voxels, default 128) in a fresh subprocess; the sections are placed at their truth poses (``pose:`` in the
+``--chunk``^3 voxels, default 128; ``--size-workers``: 1 serial, N or auto threads) in a fresh subprocess; the sections are placed at their truth poses (``pose:`` in the
 config), because this benchmark measures throughput and memory, not registration (see
 ``bench_register.py``). Per stage it reports the wall time, the throughput in Mvox/s (CT voxels
 over stage seconds) and the peak resident memory that the stage manifest recorded (this process
@@ -90,7 +91,8 @@ def _is_memmappable(path: Path) -> bool:
         return False
 
 
-def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path, chunk: int = 128) -> Path:
+def write_config(sample: Path, ct: Path, mode: str, workers, path: Path, chunk: int = 128,
+                 scheduler: str | None = None) -> Path:
     import yaml
 
     from corrtomo.pipeline import demo_config
@@ -99,7 +101,7 @@ def write_config(sample: Path, ct: Path, mode: str, workers: int, path: Path, ch
     config["ct"] = {"path": str(ct), "voxel_size_um": config["ct"]["voxel_size_um"]}
     for section in config["sections"]:  # truth poses: throughput, not registration, is measured
         section["pose"] = str(sample / "sem" / section["name"] / "pose.json")
-    config["execution"] = {"mode": mode, "chunk": chunk, "workers": workers}
+    config["execution"] = {"mode": mode, "chunk": chunk, "workers": workers, "scheduler": scheduler}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -151,6 +153,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workers-size", type=int, default=256)
+    parser.add_argument("--size-workers", default="1",
+                        help="execution.workers of the runs at --sizes (a number or auto: threads, one per core)")
     parser.add_argument("--chunk", type=int, default=128, help="block edge of the chunked path (voxels)")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/pipeline-scaling"))
     parser.add_argument("--no-memory-reference", action="store_true")
@@ -186,18 +190,29 @@ def main() -> None:
         config = write_config(sample, ct, "memory", 1, args.workdir / "memory.yaml")
         report(stage_rows("in memory (reference)", min(args.sizes), run(config, args.workdir / "run-memory")))
     tag = ("" if args.chunk == 128 else f"-c{args.chunk}") + ("" if args.dtype == "float32" else f"-{args.dtype}")
+    size_workers = args.size_workers if args.size_workers == "auto" else int(args.size_workers)
+    if size_workers == "auto":
+        from corrtomo.pipeline._config import ExecutionOptions
+        from corrtomo.pipeline._stages import available_memory_bytes
+
+        threads = ExecutionOptions(chunk=args.chunk).runner_settings(available_memory_bytes())[0]
+        size_label = f"auto: {threads} thread{'s' if threads > 1 else ''}"
+    else:
+        size_label = "1 worker" if size_workers == 1 else f"{size_workers} threads"
     for size in args.sizes:
         ct = make_ct(sample, size, args.workdir, args.dtype)
-        config = write_config(sample, ct, "chunked", 1, args.workdir / f"chunked{size}{tag}.yaml", args.chunk)
-        report(stage_rows("chunked, 1 worker", size, run(config, args.workdir / f"run-chunked{size}{tag}",
-                                                         args.resume)))
+        config = write_config(sample, ct, "chunked", size_workers, args.workdir / f"chunked{size}{tag}.yaml",
+                              args.chunk)
+        report(stage_rows(f"chunked, {size_label}", size, run(config, args.workdir / f"run-chunked{size}{tag}",
+                                                              args.resume)))
     size = args.workers_size
     ct = make_ct(sample, size, args.workdir, args.dtype)
     results = {}
     for workers in args.workers:
         if workers == 1 and size in args.sizes:
             continue  # measured above
-        config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}{tag}.yaml", args.chunk)
+        config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}{tag}.yaml", args.chunk,
+                              scheduler="processes" if workers > 1 else None)
         results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}", args.resume)
         report(stage_rows(f"chunked, {workers} workers", size, results[workers]))
     lines.append("")

@@ -598,7 +598,7 @@ def _label_bijection(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("execution", [
-    {"mode": "chunked", "chunk": 40},
+    {"mode": "chunked", "chunk": 40, "workers": 1},
     {"mode": "chunked", "chunk": 40, "workers": 2, "scheduler": "processes"},  # a LocalCluster on loopback
 ], ids=["serial", "local-cluster-2-workers"])
 def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, execution):
@@ -609,8 +609,8 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
 
     config = _config(sample_dir, {"execution": execution})
     result = run_pipeline(config, tmp_path / "run", until=UNTIL, quiet=True)
-    if "workers" in execution:  # workers and scheduler change no result, so no stage key: all up to date
-        serial = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    if execution.get("scheduler") == "processes":  # workers and scheduler change no result (no stage key)
+        serial = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40, "workers": 1}})
         assert run_pipeline(serial, tmp_path / "run", until=UNTIL, quiet=True).ran == []
         assert "chunked blocks run dask.distributed (2 workers" in (tmp_path / "run" / "run.log").read_text()
     assert result.stages[0].result["chunked"] is True
@@ -661,7 +661,7 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
 def test_chunked_path_keeps_a_uint16_ct_as_uint16_and_gives_the_in_memory_results(sample_dir, tmp_path):
     """A uint16 CT (as scanners write it) is stored as uint16 by the chunked volume stage (half
     the disk of float32) and its blocks are read as float32: the stages find exactly what the
-    in-memory path finds from the same file."""
+    in-memory path finds from the same file (here with the default ``workers: auto``, threads)."""
     import tifffile
 
     from corrtomo.io import read_volume
@@ -700,7 +700,7 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     computes only the rest and gives the uninterrupted run's results."""
     import corrtomo.chunked._separate as separate
 
-    config = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
+    config = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40, "workers": 1}})  # counted calls
     run_dir = tmp_path / "run"
     relabel = separate._relabel_block
     calls = {"segment": 0, "relabel": 0}
@@ -778,6 +778,31 @@ def test_auto_execution_chooses_by_memory(sample_dir):
     assert choose_chunked(config, (side, side, side))  # the whole RAM: too big for half of it
     assert not choose_chunked(_config(sample_dir, {"execution": {"mode": "memory"}}), (side, side, side))
     assert choose_chunked(_config(sample_dir, {"execution": {"mode": "chunked"}}), (8, 8, 8))
+
+
+def test_auto_workers_are_threads_one_per_core_within_the_memory_budget(sample_dir, monkeypatch):
+    """``workers: auto`` (the default): a thread per core, fewer when their blocks (box of
+    ``chunk + 80`` voxels per edge, 48 bytes a voxel) would not fit in memory_fraction of the
+    available memory; an explicit count or scheduler is kept."""
+    import os
+
+    from corrtomo.pipeline._config import BYTES_PER_BOX_VOXEL, auto_workers
+
+    block = BYTES_PER_BOX_VOXEL * (128 + 80) ** 3  # 432 MB
+    assert auto_workers(128, None, cores=16) == 16
+    assert auto_workers(128, 10 * block + 1, cores=16) == 10
+    assert auto_workers(128, block - 1, cores=16) == 1  # at least one, even in too little memory
+    assert auto_workers(128, 100 * block, cores=1) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    execution = _config(sample_dir).execution
+    assert execution.workers == "auto"
+    assert execution.runner_settings(None) == (4, "threads")
+    # memory_fraction 0.5 of 3 blocks' worth: room for one block only, so serial
+    assert execution.runner_settings(3 * block) == (1, None)
+    assert _config(sample_dir, {"execution": {"workers": 1}}).execution.runner_settings(None) == (1, None)
+    assert _config(sample_dir, {"execution": {"workers": 3, "scheduler": "processes"}}).execution.runner_settings(
+        None) == (3, "processes")
+    assert _config(sample_dir, {"execution": {"workers": 2}}).execution.runner_settings(None) == (2, "threads")
 
 
 def test_given_pose_reads_only_the_box_of_its_plane():

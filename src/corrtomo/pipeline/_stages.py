@@ -54,7 +54,7 @@ class RunContext:
         if self.block_runner is None:
             from .._shared import BlockRunner
 
-            self.block_runner = BlockRunner(*self.config.execution.runner_settings())
+            self.block_runner = BlockRunner(*self.config.execution.runner_settings(available_memory_bytes()))
             self.block_runner.keep_records(self._block_records)
         if not self._runner_logged:
             LOGGER.info("chunked blocks run %s", self.block_runner.description)
