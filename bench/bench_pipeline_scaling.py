@@ -14,7 +14,8 @@ config), because this benchmark measures throughput and memory, not registration
 over stage seconds) and the peak resident memory that the stage manifest recorded (this process
 plus its dask worker processes). In the same run, the in-memory path at the smallest size is the
 reference a user would otherwise use, and the worker comparison runs the chunked path at
-``--workers-size`` with 1 and 2 workers (a local ``dask.distributed`` cluster of processes).
+``--workers-size`` with 1 and 2 workers (threads, or with ``--workers-scheduler processes`` a
+local ``dask.distributed`` cluster of worker processes).
 Writes ``bench/results/bench_pipeline_scaling.md`` (or ``--results``).
 """
 
@@ -153,6 +154,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workers-size", type=int, default=256)
+    parser.add_argument("--workers-scheduler", choices=["threads", "processes"], default="threads",
+                        help="how the worker comparison runs more than one worker")
     parser.add_argument("--size-workers", default="1",
                         help="execution.workers of the runs at --sizes (a number or auto: threads, one per core)")
     parser.add_argument("--chunk", type=int, default=128, help="block edge of the chunked path (voxels)")
@@ -212,9 +215,11 @@ def main() -> None:
         if workers == 1 and size in args.sizes:
             continue  # measured above
         config = write_config(sample, ct, "chunked", workers, args.workdir / f"workers{workers}{tag}.yaml", args.chunk,
-                              scheduler="processes" if workers > 1 else None)
-        results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}", args.resume)
-        report(stage_rows(f"chunked, {workers} workers", size, results[workers]))
+                              scheduler=args.workers_scheduler if workers > 1 else None)
+        results[workers] = run(config, args.workdir / f"run-workers{workers}{tag}-{args.workers_scheduler}",
+                               args.resume)
+        kind = "worker processes" if args.workers_scheduler == "processes" else "threads"
+        report(stage_rows(f"chunked, {workers} {kind}", size, results[workers]))
     lines.append("")
     lines.append(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     args.results.write_text("\n".join(lines) + "\n")
