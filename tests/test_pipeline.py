@@ -720,8 +720,9 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     kept = run_dir / leftovers[0] / ".work" / "blocks"
     n_blocks = 27  # 112^3 in 40^3 blocks
     passes = sorted(p.name for p in kept.iterdir())
-    assert [p.split("-", 1)[1] for p in passes] == ["_segment_block", "_merge_block", "crash_at_fifth_block"]
-    assert [len(list((kept / p).glob("*.pkl"))) for p in passes] == [n_blocks, n_blocks, 4]
+    assert [p.split("-", 1)[1] for p in passes] == ["_block_top", "_segment_block", "_merge_block",
+                                                    "crash_at_fifth_block"]
+    assert [len(list((kept / p).glob("*.pkl"))) for p in passes] == [n_blocks, n_blocks, n_blocks, 4]
 
     segment = separate._segment_block
 
@@ -743,14 +744,14 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     assert result.stages[0].skipped  # the volume stage was finished
     assert calls == {"segment": 0, "relabel": n_blocks - 4}
     manifest = _manifest(run_dir, "particles")
-    assert manifest["resumed_blocks"] == 2 * n_blocks + 4
+    assert manifest["resumed_blocks"] == 3 * n_blocks + 4
     # the first attempt's time counts up to its last finished block (not its lost work)
     assert manifest["attempts"] == 2 and 0 < manifest["seconds_earlier_attempts"] < 600
     assert _manifest(run_dir, "refine")["attempts"] == 1 and _manifest(run_dir, "refine")["seconds_earlier_attempts"] == 0
     assert list(run_dir.glob(".*.tmp-*")) == []
     log = (run_dir / "run.log").read_text()
     assert "particles: resuming the interrupted run's finished blocks" in log
-    assert f"particles: {2 * n_blocks + 4} blocks read back" in log
+    assert f"particles: {3 * n_blocks + 4} blocks read back" in log
 
     _label_bijection(np.asarray(read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=False).data),
                      np.asarray(read_volume(reference.run_dir / "particles" / "particles.ome.zarr", lazy=False).data))

@@ -119,32 +119,37 @@ def _read_foreground(foreground, box, inside_pillar) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _global_top(foreground, grid, spacing, inside_pillar, halo) -> tuple[float, int]:
+def _global_top(foreground, grid, spacing, inside_pillar, halo, runner) -> tuple[float, int]:
     """Largest exact EDT value of the volume, block by block; returns (top, blocks redone).
 
     Each block's EDT on block + halo is >= the true EDT (fewer background voxels); where it is
     <= the distance to the first voxel beyond a cut face it is exact. A block that fails this
     certificate is redone with a halo of its (upper-bound) maximum, which then passes.
     """
-    top = 0.0
-    redone = 0
-    for index in grid:
-        current = halo.copy()
-        while True:
-            _, box, inner = grid.box(index, current)
-            block = _read_foreground(foreground, box, inside_pillar)
-            peak = float(distance_map(block, spacing=spacing)[inner].max(initial=0.0))
-            reach = _reach_um(box, inner, grid.shape, spacing)
-            if peak <= reach:
-                break
-            redone += 1
-            if math.isfinite(peak):  # one retry suffices: the new maximum is <= peak
-                wanted = np.ceil(peak / spacing).astype(np.int64) + 1
-            else:  # no background in the box yet
-                wanted = 2 * current + 1
-            current = np.minimum(np.maximum(wanted, current), np.asarray(grid.shape))
-        top = max(top, peak)
+    top, redone = 0.0, 0
+    for peak, again in runner.map(_block_top, list(grid), foreground=foreground, grid=grid, spacing=spacing,
+                                  inside_pillar=inside_pillar, halo=halo):
+        top, redone = max(top, peak), redone + again
     return top, redone
+
+
+def _block_top(index, *, foreground, grid, spacing, inside_pillar, halo) -> tuple[float, int]:
+    """The exact EDT maximum over one block's core, and whether its halo had to grow (0 or 1)."""
+    current = np.asarray(halo).copy()
+    redone = 0
+    while True:
+        _, box, inner = grid.box(index, current)
+        block = _read_foreground(foreground, box, inside_pillar)
+        peak = float(distance_map(block, spacing=spacing)[inner].max(initial=0.0))
+        reach = _reach_um(box, inner, grid.shape, spacing)
+        if peak <= reach:
+            return peak, redone
+        redone += 1
+        if math.isfinite(peak):  # one retry suffices: the new maximum is <= peak
+            wanted = np.ceil(peak / spacing).astype(np.int64) + 1
+        else:  # no background in the box yet
+            wanted = 2 * current + 1
+        current = np.minimum(np.maximum(wanted, current), np.asarray(grid.shape))
 
 
 def _markers(relief, *, spacing, method, h_um, min_distance_um, core_fraction, connectivity):
@@ -539,11 +544,17 @@ def separate_particles_chunked(
     if method == "eroded_cores":  # plus the maximum-filter window of eroded_core_markers
         margin = 1 + int(np.max(np.maximum(1, np.round(min_distance_um / spacing))))
 
+    runner = BlockRunner() if runner is None else runner
+    if runner.kind == "distributed" and not hasattr(target, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
+    if runner.kind == "distributed" and not hasattr(local_labels, "store"):
+        raise InputError("a dask.distributed runner writes into a Zarr array", source="scratch")
+
     # pass 1: the volume's largest distance (grey levels, default halo)
     start = time.perf_counter()
     first_halo = (np.full(3, 8, np.int64) if halo_um is None
                   else np.ceil(float(halo_um) / spacing).astype(np.int64))
-    top, redone_top = _global_top(foreground, grid, spacing, inside_pillar, first_halo)
+    top, redone_top = _global_top(foreground, grid, spacing, inside_pillar, first_halo, runner)
     timings["top_s"] = time.perf_counter() - start
     if halo_um is None:
         halo_um = 2.0 * top + 2.0 * float(spacing.max())
@@ -552,11 +563,6 @@ def separate_particles_chunked(
     max_halo = np.maximum(np.ceil(max_halo_um / spacing - 1e-9).astype(np.int64), halo)
 
     # pass 2: block + halo segmentation, local labels into `local_labels`
-    runner = BlockRunner() if runner is None else runner
-    if runner.kind == "distributed" and not hasattr(target, "store"):
-        raise InputError("a dask.distributed runner writes into a Zarr array: pass out=", source="out")
-    if runner.kind == "distributed" and not hasattr(local_labels, "store"):
-        raise InputError("a dask.distributed runner writes into a Zarr array", source="scratch")
     if local_labels is target:  # relabelling in place rewrites pass 2's output: no block records
         runner = runner.without_records()
     start = time.perf_counter()
