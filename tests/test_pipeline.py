@@ -98,6 +98,11 @@ def _stage_files(run_dir: Path) -> dict[str, str]:
     return out
 
 
+def _volume(run_dir: Path, stage: str, name: str) -> np.ndarray:
+    """A stage's output volume, read whole."""
+    return np.asarray(read_volume(run_dir / stage / name, lazy=False).data)
+
+
 def _manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
@@ -305,8 +310,8 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(reference, sample_dir,
     ref = reference.run_dir
     for stage, name in (("phases", "phases.ome.zarr"), ("particles", "particles.ome.zarr"),
                         ("phases", "uncertainty.ome.zarr"), ("refine", "phases.ome.zarr")):
-        resumed = np.asarray(read_volume(run_dir / stage / name, lazy=False).data)
-        expected = np.asarray(read_volume(ref / stage / name, lazy=False).data)
+        resumed = _volume(run_dir, stage, name)
+        expected = _volume(ref, stage, name)
         assert resumed.shape == expected.shape and resumed.dtype == expected.dtype
         np.testing.assert_array_equal(resumed, expected, err_msg=name)
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "measure" / "particles.parquet"),
@@ -434,7 +439,6 @@ def test_chunked_run_checks_the_disk_before_it_writes(reference, sample_dir, tmp
     Too little for the foreground's smoothed-CT scratch: smoothed again in each pass instead,
     the same foreground."""
     import corrtomo.pipeline._stages as stages
-    from corrtomo.io import read_volume
 
     chunked = _config(sample_dir, {"execution": {"mode": "chunked", "chunk": 40}})
     raw = 4 * int(np.prod(SHAPE))  # the float32 CT; the smoothed CT has the same size
@@ -451,9 +455,8 @@ def test_chunked_run_checks_the_disk_before_it_writes(reference, sample_dir, tmp
     assert result.stages[1].result["smoothing_stored"] is False
     log = (tmp_path / "run" / "run.log").read_text()
     assert "the CT copy may need up to" in log and "computed again in each pass instead of stored" in log
-    np.testing.assert_array_equal(
-        np.asarray(read_volume(tmp_path / "run" / "foreground" / "foreground.ome.zarr").data),
-        np.asarray(read_volume(reference.run_dir / "foreground" / "foreground.ome.zarr").data))
+    np.testing.assert_array_equal(_volume(tmp_path / "run", "foreground", "foreground.ome.zarr"),
+                                  _volume(reference.run_dir, "foreground", "foreground.ome.zarr"))
 
 
 def test_registration_failure_stops_and_keeps_finished_stages(tmp_path, capsys):
@@ -605,7 +608,6 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
     """``execution.mode: chunked`` runs foreground, training, phases (+ rim), particles and the
     particle table block by block (40^3 blocks, particles crossing them): same volumes, same table;
     also with the blocks spread over a ``dask.distributed`` LocalCluster of 2 worker processes."""
-    from corrtomo.io import read_volume
 
     config = _config(sample_dir, {"execution": execution})
     result = run_pipeline(config, tmp_path / "run", until=UNTIL, quiet=True)
@@ -616,14 +618,11 @@ def test_chunked_execution_equals_in_memory(reference, sample_dir, tmp_path, exe
     assert result.stages[0].result["chunked"] is True
     assert reference.stages[0].result["chunked"] is False
 
-    def volume(run, stage, name):
-        return np.asarray(read_volume(run / stage / name, lazy=False).data)
-
     for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
                         ("phases", "phases.ome.zarr"), ("refine", "phases.ome.zarr")):
-        np.testing.assert_array_equal(volume(result.run_dir, stage, name), volume(reference.run_dir, stage, name))
-    pairs = _label_bijection(volume(result.run_dir, "particles", "particles.ome.zarr"),
-                             volume(reference.run_dir, "particles", "particles.ome.zarr"))
+        np.testing.assert_array_equal(_volume(result.run_dir, stage, name), _volume(reference.run_dir, stage, name))
+    pairs = _label_bijection(_volume(result.run_dir, "particles", "particles.ome.zarr"),
+                             _volume(reference.run_dir, "particles", "particles.ome.zarr"))
     ours = pd.read_parquet(result.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels", kind="stable")
     theirs = pd.read_parquet(reference.run_dir / "measure" / "particles.parquet").sort_values("volume_voxels",
                                                                                             kind="stable")
@@ -664,8 +663,6 @@ def test_chunked_path_keeps_a_uint16_ct_as_uint16_and_gives_the_in_memory_result
     in-memory path finds from the same file (here with the default ``workers: auto``, threads)."""
     import tifffile
 
-    from corrtomo.io import read_volume
-
     ct = tifffile.imread(sample_dir / "ct.tif").astype(np.float64)
     low, high = ct.min(), ct.max()
     scaled = np.round(1000 + (ct - low) / (high - low) * 60000).astype(np.uint16)  # a linear detector scale
@@ -682,15 +679,12 @@ def test_chunked_path_keeps_a_uint16_ct_as_uint16_and_gives_the_in_memory_result
     assert _manifest(runs["chunked"], "volume")["result"]["dtype"] == "uint16"
     assert _manifest(runs["chunked"], "foreground")["result"]["smoothing_stored"] is True
 
-    def volume(run, stage, name):
-        return np.asarray(read_volume(run / stage / name, lazy=False).data)
-
     for stage, name in (("foreground", "foreground.ome.zarr"), ("labels", "labels.ome.zarr"),
                         ("phases", "phases.ome.zarr")):
-        np.testing.assert_array_equal(volume(runs["chunked"], stage, name), volume(runs["memory"], stage, name))
-    found = volume(runs["chunked"], "particles", "particles.ome.zarr")
+        np.testing.assert_array_equal(_volume(runs["chunked"], stage, name), _volume(runs["memory"], stage, name))
+    found = _volume(runs["chunked"], "particles", "particles.ome.zarr")
     assert found.max() > 10
-    _label_bijection(found, volume(runs["memory"], "particles", "particles.ome.zarr"))
+    _label_bijection(found, _volume(runs["memory"], "particles", "particles.ome.zarr"))
 
 
 def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(reference, sample_dir, tmp_path,
@@ -753,12 +747,11 @@ def test_chunked_stage_stopped_mid_pass_resumes_from_its_finished_blocks(referen
     assert "particles: resuming the interrupted run's finished blocks" in log
     assert f"particles: {3 * n_blocks + 4} blocks read back" in log
 
-    _label_bijection(np.asarray(read_volume(run_dir / "particles" / "particles.ome.zarr", lazy=False).data),
-                     np.asarray(read_volume(reference.run_dir / "particles" / "particles.ome.zarr", lazy=False).data))
+    _label_bijection(_volume(run_dir, "particles", "particles.ome.zarr"),
+                     _volume(reference.run_dir, "particles", "particles.ome.zarr"))
     for stage in ("phases", "refine"):
-        np.testing.assert_array_equal(
-            np.asarray(read_volume(run_dir / stage / "phases.ome.zarr", lazy=False).data),
-            np.asarray(read_volume(reference.run_dir / stage / "phases.ome.zarr", lazy=False).data))
+        np.testing.assert_array_equal(_volume(run_dir, stage, "phases.ome.zarr"),
+                                      _volume(reference.run_dir, stage, "phases.ome.zarr"))
     accuracy = json.loads((run_dir / "evaluate" / "accuracy.json").read_text())
     expected_accuracy = json.loads((reference.run_dir / "evaluate" / "accuracy.json").read_text())
     assert accuracy["particle_f1"] == pytest.approx(expected_accuracy["particle_f1"], abs=1e-12)

@@ -33,10 +33,15 @@ class Float32Blocks:
     dtype = np.dtype(np.float32)
 
     def __init__(self, array) -> None:
-        kind = np.dtype(array.dtype)
-        if kind.kind not in "iub" or kind.itemsize > 2:
-            raise TypeError(f"Float32Blocks views integers of at most 16 bits, not {kind}")
+        if not self.holds(array.dtype):
+            raise TypeError(f"Float32Blocks views integers of at most 16 bits, not {np.dtype(array.dtype)}")
         self.array = array
+
+    @staticmethod
+    def holds(dtype) -> bool:
+        """Whether `dtype` is an integer (or bool) type of at most 16 bits, which this view reads."""
+        kind = np.dtype(dtype)
+        return kind.kind in "iub" and kind.itemsize <= 2
 
     @property
     def shape(self) -> tuple[int, ...]:

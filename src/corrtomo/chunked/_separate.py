@@ -134,7 +134,7 @@ def _global_top(foreground, grid, spacing, inside_pillar, halo, runner) -> tuple
 
 
 def _block_top(index, *, foreground, grid, spacing, inside_pillar, halo) -> tuple[float, int]:
-    """The exact EDT maximum over one block's core, and whether its halo had to grow (0 or 1)."""
+    """The exact EDT maximum over one block's core, and how many times its halo had to grow."""
     current = np.asarray(halo).copy()
     redone = 0
     while True:

@@ -131,7 +131,9 @@ class RunContext:
 
 def _is_stored_integer_ct(stage: str, name: str, data) -> bool:
     """Whether `data` is the CT that the chunked volume stage kept in its integer dtype."""
-    return (stage, name) == ("volume", "ct.ome.zarr") and np.dtype(data.dtype).kind in "iub"
+    from .._shared import Float32Blocks
+
+    return (stage, name) == ("volume", "ct.ome.zarr") and Float32Blocks.holds(data.dtype)
 
 
 def _zarr(path: Path, data, spacing, chunk: int) -> None:
@@ -266,8 +268,9 @@ def _run_volume(context: RunContext, out: Path) -> dict:
         check_finite(data, source=paths[0])
         # an integer CT of <= 16 bits (uint16 as scanners write it) is stored as it is: half the
         # disk of float32, and the stages read its blocks as float32 (exact, see Float32Blocks)
-        kind = np.dtype(data.dtype)
-        if kind.kind not in "iub" or kind.itemsize > 2:
+        from .._shared import Float32Blocks
+
+        if not Float32Blocks.holds(data.dtype):
             data = data.astype(np.float32)
         _check_disk_for(out, "the CT copy", math.prod(data.shape) * data.dtype.itemsize, paths[0])
         _zarr(out / "ct.ome.zarr", data, spacing, config.output.chunk)
@@ -309,11 +312,10 @@ def _run_foreground(context: RunContext, out: Path) -> dict:
         # the smoothed CT is stored once for the later passes (half the time) when its raw
         # float32 size fits on the disk, else smoothed again in each pass: same result
         smoothed_bytes = 4 * math.prod(work.shape)
-        store = (out / WORK / "smoothed").exists() or free_disk_bytes(out) >= smoothed_bytes
+        store = (out / WORK / "smoothed").exists() or (free := free_disk_bytes(out)) >= smoothed_bytes
         if not store:
             LOGGER.info("foreground: the smoothed CT (%s as float32) would not fit in the %s free; it is "
-                        "computed again in each pass instead of stored", _gb(smoothed_bytes),
-                        _gb(free_disk_bytes(out)))
+                        "computed again in each pass instead of stored", _gb(smoothed_bytes), _gb(free))
         _, info = foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing,
                                           chunks=context.chunks, out=work, method=options.method,
                                           pillar=options.pillar, edge_fraction=options.edge_fraction,
