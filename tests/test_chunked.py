@@ -179,6 +179,30 @@ def test_label_property_random_volumes(seed, shape, chunks, density, connectivit
     np.testing.assert_array_equal(labels, reference)
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(*(st.integers(1, 12),) * 3),
+    chunks=st.tuples(*(st.integers(1, 6),) * 3),
+    connectivity=st.sampled_from([6, 18, 26]),
+)
+def test_block_union_of_label_shells_equals_the_union_of_label_arrays(seed, shape, chunks, connectivity):
+    """A block's LabelShell (its faces and first voxels) joins blocks exactly as its labels do."""
+    from corrtomo.chunked import BlockUnion, LabelShell, block_grid
+    from corrtomo.chunked._label import block_components
+
+    mask = np.random.default_rng(seed).random(shape) < 0.4
+    grid = block_grid(shape, chunks)
+    unions = BlockUnion(grid, connectivity), BlockUnion(grid, connectivity)
+    for index in grid:
+        local, n = block_components(mask[grid.slices(index)], connectivity)
+        unions[0].add(index, local, n)
+        unions[1].add(index, LabelShell(local, n), n)
+    assert unions[0].finish() == unions[1].finish()
+    for index in grid:
+        np.testing.assert_array_equal(unions[0].block_map(index), unions[1].block_map(index))
+
+
 # ------------------------------------------------------------------------------ particle table
 def assert_tables_equal(chunked, reference):
     assert list(chunked.columns) == list(reference.columns)

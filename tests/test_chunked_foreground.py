@@ -149,6 +149,70 @@ def test_smoothed_once_into_scratch_equals_in_memory(talc, tmp_path, workers):
         foreground_mask_chunked(ct, spacing=spacing, scratch=np.zeros(ct.shape, np.float64))
 
 
+def _zarr_like(path, shape, chunks, dtype="uint8"):
+    return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+
+
+@pytest.mark.parametrize("options", [{}, {"fill_holes": False}, {"min_size_um": 0.0}])
+@pytest.mark.parametrize("chunks", [(8, 8, 8), (7, 11, 13)])
+def test_the_first_mask_in_a_scratch_array_gives_the_same_mask(chunks, options, tmp_path):
+    """With `mask_scratch` the cavity and dust passes read the first mask there and write `out`."""
+    volume = _shell_volume()
+    options = {**SHELL_OPTIONS, **options}
+    out = _zarr_like(tmp_path / "out.zarr", volume.shape, chunks)
+    first = _zarr_like(tmp_path / "first.zarr", volume.shape, chunks, "bool")
+    foreground_mask_chunked(volume, chunks=chunks, out=out, mask_scratch=first, **options)
+    np.testing.assert_array_equal(out[...], foreground_mask(volume, **options).astype(np.uint8))
+    unfilled = foreground_mask(volume, **{**options, "fill_holes": False, "min_size_um": 0.0})
+    np.testing.assert_array_equal(first[...], unfilled)  # before cavities and dust
+    with pytest.raises(InputError, match="mask_scratch: must have a bool or unsigned"):
+        foreground_mask_chunked(volume, chunks=chunks, mask_scratch=np.zeros(volume.shape, np.float32), **options)
+
+
+def test_a_pass_stopped_midway_resumes_from_its_block_records(tmp_path, monkeypatch):
+    """Every pass keeps block records: a run stopped in the cavity pass reads back the blocks
+    of all earlier passes and the cavity blocks it finished, computes only the rest and gives
+    the in-memory mask."""
+    import functools
+
+    import corrtomo.chunked._foreground as module
+    from corrtomo._shared import BlockRunner
+
+    volume = _shell_volume()
+    chunks = (16, 16, 16)  # 3 x 3 x 3 blocks
+    out = _zarr_like(tmp_path / "out.zarr", volume.shape, chunks)
+    first = _zarr_like(tmp_path / "first.zarr", volume.shape, chunks)
+    calls = {"mask": 0, "fill": 0}
+    originals = {"mask": module._mask_block, "fill": module._fill_block}
+
+    def counted(name, stop_after=None):
+        @functools.wraps(originals[name])  # the same name: passes are known by number and name
+        def block(item, **kwargs):
+            if calls[name] == stop_after:
+                raise RuntimeError("the machine went down")
+            calls[name] += 1
+            return originals[name](item, **kwargs)
+        return block
+
+    monkeypatch.setattr(module, "_fill_block", counted("fill", stop_after=5))
+    with BlockRunner() as runner, pytest.raises(RuntimeError, match="went down"):
+        runner.keep_records(tmp_path / "records")
+        foreground_mask_chunked(volume, chunks=chunks, out=out, mask_scratch=first, runner=runner, **SHELL_OPTIONS)
+    assert calls == {"mask": 0, "fill": 5}
+    passes = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "records").iterdir())
+    assert passes == ["_fill_block", "_histogram_block", "_mask_block", "_range_block"]
+
+    calls.update(mask=0, fill=0)
+    monkeypatch.setattr(module, "_mask_block", counted("mask"))
+    monkeypatch.setattr(module, "_fill_block", counted("fill"))
+    with BlockRunner() as runner:
+        runner.keep_records(tmp_path / "records")
+        foreground_mask_chunked(volume, chunks=chunks, out=out, mask_scratch=first, runner=runner, **SHELL_OPTIONS)
+        assert runner.resumed_blocks == 3 * 27 + 5
+    assert calls == {"mask": 0, "fill": 27 - 5}
+    np.testing.assert_array_equal(out[...], foreground_mask(volume, **SHELL_OPTIONS).astype(np.uint8))
+
+
 def test_bad_input_gives_one_line_errors(quick):
     ct, spacing = quick
     bad = ct.copy()

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import pickle
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -270,7 +271,7 @@ class _RecordFolder:
             path = folder / f"{position:07d}.pkl"
             if path.exists():
                 try:
-                    saved_digest, record = pickle.loads(path.read_bytes())
+                    saved_digest, record = _load_record(path.read_bytes())
                 except Exception:  # a record cut short: compute the block again
                     continue
                 if saved_digest == digest:
@@ -288,9 +289,20 @@ class _RecordFolder:
             record = next(computed)
             # the block's output is in its Zarr store by now: its record says so
             tmp = folder / f".{position:07d}.pkl.tmp-{os.getpid()}"
-            tmp.write_bytes(pickle.dumps((digests[position], record), protocol=5))
+            tmp.write_bytes(_dump_record((digests[position], record)))
             os.replace(tmp, folder / f"{position:07d}.pkl")
             yield record
+
+
+def _dump_record(record) -> bytes:
+    """A pickled record, zlib-compressed when large (block faces of labels compress ~10x)."""
+    raw = pickle.dumps(record, protocol=5)
+    return zlib.compress(raw, 1) if len(raw) > 4096 else raw
+
+
+def _load_record(data: bytes):
+    """The record of :func:`_dump_record` (a plain pickle starts with the PROTO opcode 0x80)."""
+    return pickle.loads(data if data[:1] == b"\x80" else zlib.decompress(data))
 
 
 def _is_large(value) -> bool:

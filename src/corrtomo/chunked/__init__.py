@@ -9,7 +9,7 @@ docstring states (checked per block and reported as ``exact``; a ``HaloWarning``
 from ._blocks import BlockGrid, block_grid, read_block
 from ._foreground import foreground_mask_chunked
 from ._grains import grain_table_chunked
-from ._label import BlockUnion, label_components
+from ._label import BlockUnion, LabelShell, label_components
 from ._refine import refine_phases_chunked
 from ._rim import correct_rim_phases_chunked
 from ._separate import ChunkedParticleSegmentation, HaloWarning, separate_particles_chunked
@@ -20,6 +20,7 @@ __all__ = [
     "BlockUnion",
     "ChunkedParticleSegmentation",
     "HaloWarning",
+    "LabelShell",
     "block_grid",
     "correct_rim_phases_chunked",
     "foreground_mask_chunked",

@@ -20,7 +20,7 @@ from corrtomo._shared import BlockRunner, InputError, as_rng, normalize_spacing
 from corrtomo.segment import Pillar, detect_pillar, pillar_mask
 
 from ._blocks import BlockGrid, block_grid, read_block, volume_faces, volume_shape
-from ._label import BlockUnion, block_components
+from ._label import BlockUnion, LabelShell, block_components
 
 __all__ = ["foreground_mask_chunked"]
 
@@ -122,28 +122,165 @@ def _smooth_block(index, *, smoothed: _Smoothed, scratch) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _column_profile(image, grid: BlockGrid, budget: int) -> np.ndarray:
-    """``np.median(image as float32, axis=0)`` (float32), read in column tiles of <= `budget` voxels.
-
-    The median of each (y, x) column does not depend on the tiling, so this is the plane of
-    :func:`~corrtomo.segment.detect_pillar` bit for bit. Boolean images give the column means.
-    """
-    nz, ny, nx = grid.shape
-    boolean = np.dtype(image.dtype) == np.bool_
-    plane = np.zeros((ny, nx), np.float64 if boolean else np.float32)
+def _column_tiles(grid: BlockGrid, budget: int) -> list[tuple[slice, slice, slice]]:
+    """Full-z column tiles of at most `budget` voxels, each inside one (y, x) block column."""
+    nz = grid.shape[0]
+    tiles = []
     for j in range(grid.grid_shape[1]):
         y0, y1 = int(grid.bounds[1][j]), int(grid.bounds[1][j + 1])
         for k in range(grid.grid_shape[2]):
             x0, x1 = int(grid.bounds[2][k]), int(grid.bounds[2][k + 1])
             rows = max(1, budget // max(nz * (x1 - x0), 1))
-            for y in range(y0, y1, rows):
-                tile = (slice(0, nz), slice(y, min(y + rows, y1)), slice(x0, x1))
-                block = _read(image, tile, "image")
-                if boolean:
-                    plane[tile[1:]] = block.mean(axis=0, dtype=np.float64)
-                else:
-                    plane[tile[1:]] = np.median(np.asarray(block, dtype=np.float32), axis=0)
+            tiles.extend((slice(0, nz), slice(y, min(y + rows, y1)), slice(x0, x1)) for y in range(y0, y1, rows))
+    return tiles
+
+
+def _column_tile(tile, *, image) -> np.ndarray:
+    """The column medians (float32; column means for a boolean image) of one tile."""
+    block = _read(image, tile, "image")
+    if np.dtype(block.dtype) == np.bool_:
+        return block.mean(axis=0, dtype=np.float64)
+    return np.median(np.asarray(block, dtype=np.float32), axis=0)
+
+
+def _column_profile(image, grid: BlockGrid, budget: int, runner: BlockRunner) -> np.ndarray:
+    """``np.median(image as float32, axis=0)`` (float32), read in column tiles of <= `budget` voxels.
+
+    The median of each (y, x) column does not depend on the tiling, so this is the plane of
+    :func:`~corrtomo.segment.detect_pillar` bit for bit. Boolean images give the column means.
+    """
+    boolean = np.dtype(image.dtype) == np.bool_
+    plane = np.zeros(grid.shape[1:], np.float64 if boolean else np.float32)
+    tiles = _column_tiles(grid, budget)
+    for tile, medians in zip(tiles, runner.map(_column_tile, tiles, image=image), strict=True):
+        plane[tile[1:]] = medians
     return plane
+
+
+# --------------------------------------------------------------------------------------------
+# per-block passes (module-level functions: the runner may send them to workers)
+# --------------------------------------------------------------------------------------------
+
+
+def _inside_values(index, smoothed, inside) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
+    """(smoothed core, its values inside the pillar, core slices) of one block."""
+    core_values, core = smoothed.core(index)
+    return core_values, core_values[:, inside[core[1], core[2]]], core
+
+
+def _range_block(item, *, smoothed, inside):
+    """(minimum, maximum) of a block's smoothed values inside the pillar, and its sample values."""
+    index, picks = item
+    core_values, part, _ = _inside_values(index, smoothed, inside)
+    low, high = (part.min(), part.max()) if part.size else (np.inf, -np.inf)
+    return low, high, None if picks is None else core_values[tuple(picks)]
+
+
+def _histogram_block(index, *, smoothed, inside, low, high):
+    """``np.histogram`` (256 bins over the global range) of a block's values inside the pillar."""
+    return np.histogram(_inside_values(index, smoothed, inside)[1], bins=256, range=(low, high))
+
+
+def _radix_block(index, *, smoothed, inside, threshold, center, buckets):
+    """Sparse 16-bit radix histograms of the order keys of a block's values <= `threshold`.
+
+    The values are ``|v - center|`` when `center` is given. With ``buckets=None``: (upper 16
+    bits present, counts); else, per bucket, (lower 16 bits present, counts) of its keys.
+    """
+    part = _inside_values(index, smoothed, inside)[1]
+    part = part[part <= threshold]
+    if center is not None:
+        part = np.abs(part - center)
+    keys = _sortable(part)
+    if buckets is None:
+        return _sparse_counts(keys >> np.uint32(16))
+    top = keys >> np.uint32(16)
+    return {b: _sparse_counts(keys[top == b] & np.uint32(0xFFFF)) for b in buckets}
+
+
+def _sparse_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.bincount(keys, minlength=65536)
+    present = np.flatnonzero(counts)
+    return present.astype(np.uint16), counts[present]
+
+
+def _mask_block(index, *, smoothed, inside, clip, probabilities, refine, threshold, matrix, noise, noise_sigmas,
+                edge_fraction, window, target, components, shape):
+    """Write one block of the mask (before cavities and dust) and return its components' shell.
+
+    `components` = 6: the background's 6-connected local components (:class:`LabelShell`) and
+    which of them lie on a face of the volume; 26: the foreground's 26-connected components and
+    their sizes; 0: nothing.
+    """
+    from scipy import ndimage
+
+    if probabilities is not None:
+        core = smoothed.grid.slices(index)
+        block = _read(probabilities, core, "probabilities") < 0.5
+    elif refine:
+        box, core, inner = smoothed.box(index, window)
+        local = ndimage.maximum_filter(box, size=tuple(int(2 * w + 1) for w in window), mode="nearest")[inner]
+        box = box[inner]
+        local -= np.float32(matrix)
+        local *= np.float32(edge_fraction)
+        local += np.float32(matrix)
+        np.maximum(local, np.float32(matrix + noise_sigmas * noise), out=local)
+        block = box > local
+        del box, local
+    else:
+        box, core = smoothed.core(index)
+        block = box > threshold
+        del box
+    if clip:
+        block &= inside[core[1], core[2]][None]
+    block = np.ascontiguousarray(block)
+    target[core] = block
+    return _components(block, core, shape, components)
+
+
+def _components(block: np.ndarray, core, shape, components: int):
+    if components == 6:
+        local, count = block_components(~block, 6)
+        flags = np.zeros(count + 1, bool)
+        flags[volume_faces(local, core, shape)] = True
+        return LabelShell(local, count), flags[1:]
+    if components == 26:
+        local, count = block_components(block, 26)
+        return LabelShell(local, count), np.bincount(local.ravel(), minlength=count + 1)[1:]
+    return None
+
+
+def _read_mask(array, core) -> np.ndarray:
+    block = read_block(array, core)
+    return np.ascontiguousarray(block if block.dtype == np.bool_ else block != 0)
+
+
+def _filled(block: np.ndarray, cavity) -> np.ndarray:
+    """`block` with the background voxels of cavity local labels set (`cavity`: bool per label)."""
+    if cavity is not None and cavity.any():
+        local, _ = block_components(~block, 6)
+        block |= cavity[local]
+    return block
+
+
+def _fill_block(item, *, source, target, grid, dust):
+    """Fill one block's cavities (read from `source`, written to `target`); its foreground shell."""
+    index, cavity = item
+    core = grid.slices(index)
+    block = _read_mask(source, core)
+    if source is not target or (cavity is not None and cavity.any()):
+        target[core] = _filled(block, cavity)
+    return _components(block, core, grid.shape, 26 if dust else 0)
+
+
+def _dust_block(item, *, source, target, grid):
+    """Remove the dust components (`small`: bool per local foreground label) of one block."""
+    index, cavity, small = item
+    core = grid.slices(index)
+    block = _filled(_read_mask(source, core), cavity)
+    local, _ = block_components(block, 26)
+    block &= ~small[local]
+    target[core] = block
 
 
 def _sortable(values: np.ndarray) -> np.ndarray:
@@ -159,31 +296,31 @@ def _unsortable(key: int) -> np.float32:
     return np.array([bits], np.uint32).view(np.float32)[0]
 
 
-def _median(stream) -> tuple[float, int]:
-    """``float(np.median(values))`` of the float32 values of `stream()`, exactly, and their count.
+def _median(histograms) -> tuple[float, int]:
+    """``float(np.median(values))`` of float32 values, exactly, and their count.
 
-    Two passes over the blocks: a histogram of the upper 16 bits of order-preserving uint32
-    keys of the values locates the bucket of each middle rank, then a histogram of the lower
-    16 bits inside those buckets gives the middle values exactly. Memory: 65536 counters per
-    bucket.
+    `histograms(buckets)` runs one pass over the blocks and yields each block's sparse radix
+    histograms (:func:`_radix_block`). Two passes: a histogram of the upper 16 bits of
+    order-preserving uint32 keys of the values locates the bucket of each middle rank, then a
+    histogram of the lower 16 bits inside those buckets gives the middle values exactly.
+    Memory: 65536 counters per bucket.
     """
     high = np.zeros(65536, np.int64)
-    for values in stream():
-        high += np.bincount(_sortable(values) >> np.uint32(16), minlength=65536)
+    for present, counts in histograms(None):
+        high[present] += counts
     cumulative = np.cumsum(high)
     n = int(cumulative[-1])
     if n == 0:
         return math.nan, 0
     ranks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-    buckets = [int(np.searchsorted(cumulative, r, side="right")) for r in ranks]
-    low = {b: np.zeros(65536, np.int64) for b in set(buckets)}
-    for values in stream():
-        keys = _sortable(values)
-        top = keys >> np.uint32(16)
-        for b, counts in low.items():
-            counts += np.bincount(keys[top == b] & np.uint32(0xFFFF), minlength=65536)
+    buckets = sorted({int(np.searchsorted(cumulative, r, side="right")) for r in ranks})
+    low = {b: np.zeros(65536, np.int64) for b in buckets}
+    for block in histograms(buckets):
+        for b, (present, counts) in block.items():
+            low[b][present] += counts
     middle = []
-    for r, b in zip(ranks, buckets, strict=True):
+    for r in ranks:
+        b = int(np.searchsorted(cumulative, r, side="right"))
         within = r - (int(cumulative[b - 1]) if b else 0)
         lowest = int(np.searchsorted(np.cumsum(low[b]), within, side="right"))
         middle.append(_unsortable((b << 16) | lowest))
@@ -216,6 +353,7 @@ def foreground_mask_chunked(
     rng=0,
     return_info: bool = False,
     scratch=None,
+    mask_scratch=None,
     runner: BlockRunner | None = None,
 ):
     """Particles versus matrix (and air) block by block, equal to the in-memory foreground.
@@ -242,10 +380,17 @@ def foreground_mask_chunked(
         Same shape as `image`: the smoothed image is computed once, block by block, into it and
         read by the later passes (threshold, medians, mask) instead of being smoothed again in
         each of them (about 7 smoothings per block otherwise). The mask is the same.
+    mask_scratch : zarr.Array of bool or unsigned int, optional
+        Same shape as `image`: the mask before cavity filling and dust removal is written here
+        and the last passes read it and write `out`, so that no pass rewrites the array it
+        reads. Only then can a runner that keeps block records
+        (:meth:`~corrtomo.BlockRunner.keep_records`) resume those passes; without it they
+        rewrite `out` in place and run without records. The mask is the same.
     runner : corrtomo.BlockRunner, optional
-        Where the smoothing pass runs its blocks (needs `scratch`; a ``dask.distributed``
-        runner needs `scratch` to be a Zarr array every worker can open). The other passes
-        run here, reading the stores block by block.
+        Where every pass runs its blocks (serially by default). Only small per-block results
+        (extremes, histograms, the faces of block-local components) come back to this process.
+        A ``dask.distributed`` runner needs `out`, `scratch` and `mask_scratch` to be Zarr
+        arrays every worker can open.
 
     Returns
     -------
@@ -262,7 +407,8 @@ def foreground_mask_chunked(
 
     Notes
     -----
-    Passes over the blocks (a Python loop over blocks, never over voxels or components):
+    Passes over the blocks, each a :meth:`~corrtomo.BlockRunner.map` of a module-level block
+    function (never a loop over voxels or components):
 
     1. *Pillar* (``pillar=True``). The plane :math:`\\mathrm{med}_z I(z, y, x)` is computed
        from column tiles of at most one (block + halo) of voxels each (full z extent, few rows)
@@ -281,7 +427,9 @@ def foreground_mask_chunked(
        and the median absolute deviation from it, each as exact float32 order statistics from
        two passes of 16-bit radix histograms of order-preserving keys.
     5. *Mask*: the half-maximum edge (or the threshold) on a box with the Gaussian halo plus the
-       local-maximum window; cleared outside the pillar; written to `out`.
+       local-maximum window; cleared outside the pillar; written to `out` (or `mask_scratch`).
+       Each block returns the faces and first voxels of its local components
+       (:class:`LabelShell`), not the components themselves.
     6. *Cavities* (``fill_holes``): the 6-connected background components are joined across
        blocks (:class:`BlockUnion`, as :func:`label_components`, equal to ``cc3d``); a component
        is a cavity unless one of its pieces lies on a face of the volume.
@@ -293,8 +441,9 @@ def foreground_mask_chunked(
     voxel for voxel, for any block shape (each step above reproduces the in-memory arithmetic on
     the same float32 values). One exception: for a *boolean* image the pillar plane (column
     means) is rounded to float32 before :func:`~corrtomo.segment.detect_pillar`; pass a
-    :class:`~corrtomo.segment.Pillar` for exactness there. The smoothed volume is recomputed in
-    each pass instead of being stored: memory is a few (block + halo) float32 boxes, the
+    :class:`~corrtomo.segment.Pillar` for exactness there. Without `scratch` the smoothed volume
+    is recomputed in each pass instead of being stored: memory is a few (block + halo) float32
+    boxes per worker, the
     (M, N) pillar plane, 3 x 65536 counters and O(block-local components), plus a 200 000-value
     sample for ``method="gmm"``. With `probabilities` the image is only read for the pillar
     (its NaN check happens there). The image is read (and smoothed) in up to eight passes:
@@ -340,6 +489,19 @@ def foreground_mask_chunked(
     else:
         target = np.zeros(shape, dtype=bool)
     grid = block_grid(shape, chunks, like=(image,) if out is None else (image, out))
+    if mask_scratch is not None:
+        if tuple(int(n) for n in mask_scratch.shape) != shape:
+            raise InputError(f"shape {tuple(mask_scratch.shape)} differs from the input shape {shape}",
+                             source="mask_scratch")
+        scratch_dtype = np.dtype(mask_scratch.dtype)
+        if scratch_dtype != np.bool_ and not np.issubdtype(scratch_dtype, np.unsignedinteger):
+            raise InputError(f"must have a bool or unsigned integer dtype, got {scratch_dtype}",
+                             source="mask_scratch")
+    runner = BlockRunner() if runner is None else runner
+    if runner.kind == "distributed":
+        for name, array in (("out", target), ("mask_scratch", mask_scratch)):
+            if array is not None and not hasattr(array, "store"):
+                raise InputError("a dask.distributed runner writes into a Zarr array", source=name)
     sigma = float(spacing.min()) if smooth_um is None else float(smooth_um)
     smoothed = _Smoothed(image, grid, sigma, spacing)
     if scratch is not None:
@@ -347,7 +509,6 @@ def foreground_mask_chunked(
             raise InputError(f"must be float32 of shape {shape}, got {scratch.dtype} {tuple(scratch.shape)}",
                              source="scratch")
         start = time.perf_counter()
-        runner = BlockRunner() if runner is None else runner
         if runner.kind == "distributed" and not hasattr(scratch, "store"):
             raise InputError("a dask.distributed runner writes into a Zarr array", source="scratch")
         smoothed = _CachedSmoothed(smoothed, scratch, runner)
@@ -360,7 +521,7 @@ def foreground_mask_chunked(
     # 1. the pillar
     start = time.perf_counter()
     if pillar is True:
-        plane = _column_profile(image, grid, budget)
+        plane = _column_profile(image, grid, budget, runner)
         if plane.dtype == np.float64:  # boolean image: the float32-rounded column shares
             plane = plane.astype(np.float32)
         pillar = detect_pillar(plane[None], spacing=spacing)
@@ -371,14 +532,8 @@ def foreground_mask_chunked(
         raise InputError(f"expected a Pillar, True, False or None, got {type(pillar).__name__}", source="pillar")
     inside = pillar_mask(shape[1:], pillar)
     timings["pillar_s"] = time.perf_counter() - start
-
-    def values(index) -> np.ndarray:
-        core_values, core = smoothed.core(index)
-        return core_values[:, inside[core[1], core[2]]]
-
-    def stream():
-        for index in grid:
-            yield values(index)
+    blocks = list(grid)
+    on_blocks = {"smoothed": smoothed, "inside": inside}
 
     # 2.-4. the global threshold, matrix level and noise
     threshold = matrix = noise = None
@@ -387,7 +542,7 @@ def foreground_mask_chunked(
         n_inside = int(np.count_nonzero(inside))
         n = shape[0] * n_inside
         generator = as_rng(rng)
-        picks = None
+        picks = [None] * grid.n_blocks
         if method == "gmm":
             flat = (np.arange(n, dtype=np.int64) if n <= _GMM_SAMPLE
                     else generator.choice(n, _GMM_SAMPLE, replace=False).astype(np.int64))
@@ -399,29 +554,25 @@ def foreground_mask_chunked(
             order = np.argsort(block_id, kind="stable")
             edges = np.searchsorted(block_id[order], np.arange(grid.n_blocks + 1))
             sample = np.zeros(flat.size, np.float32)
-            picks = (position, order, edges, sample)
+            picks = [position[:, order[edges[b]:edges[b + 1]]] - grid.origin(index)[:, None]
+                     for b, index in enumerate(blocks)]
         low, high = np.inf, -np.inf
-        for b, index in enumerate(grid):
-            core_values, core = smoothed.core(index)
-            part = core_values[:, inside[core[1], core[2]]]
-            if part.size:
-                low = min(low, part.min())
-                high = max(high, part.max())
-            if picks is not None:
-                position, order, edges, sample = picks
-                mine = order[edges[b]:edges[b + 1]]
-                local = tuple(position[k, mine] - core[k].start for k in range(3))
-                sample[mine] = core_values[local]
+        ranges = runner.map(_range_block, list(zip(blocks, picks, strict=True)), **on_blocks)
+        for b, (block_low, block_high, values) in enumerate(ranges):
+            low, high = min(low, block_low), max(high, block_high)
+            if method == "gmm":
+                sample[order[edges[b]:edges[b + 1]]] = values
         if n == 0 or not high > low:
             raise InputError("the image is constant inside the field of view; no foreground", source="image")
         if method == "gmm":
-            threshold = _gmm_threshold(picks[3], 2, generator)
+            threshold = _gmm_threshold(sample, 2, generator)
         else:
             counts = np.zeros(256, np.int64)
-            bin_edges = None
-            for part in stream():
-                hist, bin_edges = np.histogram(part, bins=256, range=(low, high))
+            edges = []
+            for hist, block_edges in runner.map(_histogram_block, blocks, low=low, high=high, **on_blocks):
                 counts += hist
+                edges = block_edges  # the same in every block: they depend on the range only
+            bin_edges = edges
             centers = (bin_edges[:-1] + bin_edges[1:]) / 2.0
             if method == "otsu":
                 threshold = threshold_otsu(hist=(counts, centers))
@@ -430,22 +581,15 @@ def foreground_mask_chunked(
         timings["threshold_s"] = time.perf_counter() - start
         start = time.perf_counter()
         if refine_edges:
-            def matrix_values():
-                for part in stream():
-                    yield part[part <= threshold]
+            def histograms(center):
+                return lambda buckets: runner.map(_radix_block, blocks, threshold=threshold, center=center,
+                                                  buckets=buckets, **on_blocks)
 
-            matrix, _ = _median(matrix_values)
-
-            def deviations():
-                for part in matrix_values():
-                    yield np.abs(part - matrix)
-
-            noise = 1.4826 * _median(deviations)[0]
+            matrix, _ = _median(histograms(None))
+            noise = 1.4826 * _median(histograms(matrix))[0]
         timings["matrix_s"] = time.perf_counter() - start
 
     # 5. the mask, block by block; background components for the cavities
-    from scipy import ndimage
-
     start = time.perf_counter()
     smallest = 2.0 * float(spacing.min()) if min_size_um is None else float(min_size_um)
     dust = 0
@@ -453,76 +597,48 @@ def foreground_mask_chunked(
         dust = math.ceil(math.pi / 6 * smallest**3 / float(np.prod(spacing)))
     dust = dust if dust > 1 else 0
     background = BlockUnion(grid, 6) if fill_holes else None
-    foreground = BlockUnion(grid, 26) if dust and not fill_holes else None
+    foreground = BlockUnion(grid, 26) if dust else None
+    # the mask before cavities and dust: into `mask_scratch` when given, so that the last two
+    # passes read one array and write another (resumable), else into the target, rewritten
+    first = target if mask_scratch is None or not (fill_holes or dust) else mask_scratch
+    in_place = runner if first is not target else runner.without_records()
     outer_pieces: list[np.ndarray] = []
     size_pieces: list[np.ndarray] = []
-    size = tuple(int(2 * w + 1) for w in window)
-
-    def add_foreground(index, block) -> None:
-        local, count = block_components(block, 26)
-        foreground.add(index, local, count)
-        size_pieces.append(np.bincount(local.ravel(), minlength=count + 1)[1:])
-
-    for index in grid:
-        if probabilities is not None:
-            core = grid.slices(index)
-            block = _read(probabilities, core, "probabilities") < 0.5
-        elif refine_edges:
-            box, core, inner = smoothed.box(index, window)
-            local = ndimage.maximum_filter(box, size=size, mode="nearest")[inner]
-            box = box[inner]
-            local -= np.float32(matrix)
-            local *= np.float32(edge_fraction)
-            local += np.float32(matrix)
-            np.maximum(local, np.float32(matrix + noise_sigmas * noise), out=local)
-            block = box > local
-            del box, local
-        else:
-            box, core = smoothed.core(index)
-            block = box > threshold
-            del box
-        if pillar is not None:
-            block &= inside[core[1], core[2]][None]
-        block = np.ascontiguousarray(block)
-        target[core] = block
-        if background is not None:
-            local, count = block_components(~block, 6)
-            background.add(index, local, count)
-            flags = np.zeros(count + 1, bool)
-            flags[volume_faces(local, core, shape)] = True
-            outer_pieces.append(flags[1:])
-        elif foreground is not None:
-            add_foreground(index, block)
+    components = 6 if fill_holes else 26 if dust and first is target else 0
+    for index, found in zip(blocks, runner.map(
+            _mask_block, blocks, clip=pillar is not None, probabilities=probabilities, refine=refine_edges,
+            threshold=threshold, matrix=matrix, noise=noise, noise_sigmas=noise_sigmas,
+            edge_fraction=edge_fraction, window=window, target=first, components=components, shape=shape,
+            **on_blocks), strict=True):
+        if components == 6:
+            background.add(index, found[0], found[0].n)
+            outer_pieces.append(found[1])
+        elif components == 26:
+            foreground.add(index, found[0], found[0].n)
+            size_pieces.append(found[1])
     timings["mask_s"] = time.perf_counter() - start
 
-    def read_mask(core) -> np.ndarray:
-        block = read_block(target, core)
-        return np.ascontiguousarray(block if block.dtype == np.bool_ else block != 0)
-
     # 6. cavities: background components with no piece on a face of the volume
+    start = time.perf_counter()
     n_cavities = 0
+    cavities = [None] * grid.n_blocks
     if background is not None:
-        start = time.perf_counter()
         n_background = background.finish()
         outer = np.zeros(n_background + 1, bool)
         outer[0] = True
-        for index, flags in zip(grid, outer_pieces, strict=True):
+        for index, flags in zip(blocks, outer_pieces, strict=True):
             outer[background.block_map(index, np.int64)[1:][flags]] = True
         n_cavities = int(np.count_nonzero(~outer))
-        if dust:
-            foreground = BlockUnion(grid, 26)
-        if n_cavities or dust:
-            for index in grid:
-                core = grid.slices(index)
-                block = read_mask(core)
-                if n_cavities:
-                    local, _ = block_components(~block, 6)
-                    cavity = ~outer[background.block_map(index, np.int64)][local]
-                    if cavity.any():
-                        block |= cavity
-                        target[core] = block
-                if dust:
-                    add_foreground(index, block)
+        if n_cavities:
+            cavities = [~outer[background.block_map(index, np.int64)] for index in blocks]
+    if first is not target or (background is not None and (n_cavities or dust)):
+        fill = in_place.map(_fill_block, list(zip(blocks, cavities, strict=True)), source=first, target=target,
+                            grid=grid, dust=bool(dust))
+        for index, found in zip(blocks, fill, strict=True):
+            if dust:
+                foreground.add(index, found[0], found[0].n)
+                size_pieces.append(found[1])
+    if background is not None:
         timings["cavities_s"] = time.perf_counter() - start
 
     # 7. dust: 26-connected components smaller than `dust` voxels
@@ -530,23 +646,20 @@ def foreground_mask_chunked(
     if foreground is not None:
         start = time.perf_counter()
         n_foreground = foreground.finish()
-        labels = [foreground.block_map(index, np.int64)[1:] for index in grid]
+        labels = [foreground.block_map(index, np.int64)[1:] for index in blocks]
         sizes = np.bincount(np.concatenate([*labels, np.zeros(0, np.int64)]),
                             weights=np.concatenate([*size_pieces, np.zeros(0, np.int64)]),
                             minlength=n_foreground + 1)
         small = sizes < dust
         small[0] = False
         n_dust = int(np.count_nonzero(small))
-        if n_dust:
-            for index in grid:
-                lookup = small[foreground.block_map(index, np.int64)]
-                if not lookup.any():
-                    continue
-                core = grid.slices(index)
-                block = read_mask(core)
-                local, _ = block_components(block, 26)
-                block &= ~lookup[local]
-                target[core] = block
+        items = []
+        for index, cavity in zip(blocks, cavities, strict=True):
+            lookup = small[foreground.block_map(index, np.int64)]
+            if lookup.any():  # filled from the first mask again when that is not the target
+                items.append((index, cavity if first is not target else None, lookup))
+        for _ in in_place.map(_dust_block, items, source=first, target=target, grid=grid):
+            pass
         timings["dust_s"] = time.perf_counter() - start
 
     if not return_info:

@@ -11,7 +11,7 @@ from corrtomo._shared import InputError
 
 from ._blocks import BlockGrid, block_grid, read_block, volume_shape
 
-__all__ = ["BlockUnion", "label_components"]
+__all__ = ["BlockUnion", "LabelShell", "label_components"]
 
 # The 13 "forward" neighbour-block offsets (first non-zero component +1): every pair of blocks
 # that share a face, an edge or a corner appears once as (earlier block, later block).
@@ -51,6 +51,39 @@ def block_components(block: np.ndarray, connectivity: int) -> tuple[np.ndarray, 
         block, connectivity=connectivity, return_N=True, out_dtype=np.uint32
     )
     return local, int(n)
+
+
+class LabelShell:
+    """What :class:`BlockUnion` needs of a block's local labels: its six faces and first voxels.
+
+    A block task returns this instead of the whole (block-sized) label array, so a pass that
+    labels its blocks on workers sends the client only O(block face + labels) numbers, and a
+    kept block record (:meth:`corrtomo.BlockRunner.keep_records`) stays small.
+
+    Parameters
+    ----------
+    local : (P, M, N) ndarray of uint32
+        Block-local labels 1..n (0 = background), e.g. from :func:`block_components`.
+    n : int
+        Number of local labels.
+
+    Attributes
+    ----------
+    shape : tuple of 3 int
+    n : int
+    first : (n,) int64
+        Flat (raster) index inside the block of the first voxel of each label 1..n.
+    low, high : list of 3 (2D ndarray or None)
+        The block's first and last plane along each axis (``None`` for an empty axis).
+    """
+
+    def __init__(self, local: np.ndarray, n: int):
+        local = np.ascontiguousarray(local)
+        self.shape = tuple(int(k) for k in local.shape)
+        self.n = int(n)
+        self.first = _first_voxel(local.ravel(), self.n)[1:]
+        self.low = [np.take(local, 0, axis=k) if local.shape[k] else None for k in range(3)]
+        self.high = [np.take(local, -1, axis=k) if local.shape[k] else None for k in range(3)]
 
 
 def _check_connectivity(connectivity: int) -> int:
@@ -108,20 +141,26 @@ class BlockUnion:
         self.n = 0
 
     # ------------------------------------------------------------------------------ adding
-    def add(self, index, local: np.ndarray, n: int, block: np.ndarray | None = None) -> None:
+    def add(self, index, local, n: int, block: np.ndarray | None = None) -> None:
         """Register block `index` with its local labels `local` (1..n, 0 = background).
 
-        `block` is the block's input (required with ``values=True``; the value of each local
-        label is read from it).
+        `local` is the label array or its :class:`LabelShell` (the same result). `block` is
+        the block's input (required with ``values=True``; the value of each local label is read
+        from it; a shell cannot carry values).
         """
         index = tuple(int(i) for i in index)
-        local = np.ascontiguousarray(local)
         n = int(n)
+        if isinstance(local, LabelShell):
+            if self.values:
+                raise InputError("values=True needs the label array, not a LabelShell", source="labels")
+            shell = local
+        else:
+            shell = LabelShell(local, n)
         origin = self.grid.origin(index)
-        first = _first_voxel(local.ravel(), n)[1:]
-        if np.any(first < 0):
+        first = shell.first[:n]
+        if first.size != n or np.any(first < 0):
             raise InputError("block labels must be consecutive 1..n", source="labels")
-        position = np.stack(np.unravel_index(first, local.shape), axis=1) + origin[None, :]
+        position = np.stack(np.unravel_index(first, shell.shape), axis=1) + origin[None, :]
         total_shape = np.asarray(self.grid.shape, dtype=np.int64)
         raster = np.ravel_multi_index(tuple(position.T), tuple(total_shape)).astype(np.int64)
         self._first.append(raster)
@@ -134,18 +173,17 @@ class BlockUnion:
         self._offsets[index] = (offset, n)
         self.total += n
         # faces: the high-side plane along each axis (needed by later neighbours)
-        planes = [np.take(local, -1, axis=k) if local.shape[k] else None for k in range(3)]
         value_planes = None
         if self.values:
             value_planes = [
                 np.take(block, -1, axis=k) if block.shape[k] else None for k in range(3)
             ]
-        self._join_earlier(index, local, block, offset)
-        self._faces[index] = (planes, value_planes)
+        self._join_earlier(index, shell, block, offset)
+        self._faces[index] = (shell.high, value_planes)
         for old in [key for key in self._faces if key[0] < index[0] - 1]:
             del self._faces[old]
 
-    def _join_earlier(self, index, local, block, offset) -> None:
+    def _join_earlier(self, index, shell: LabelShell, block, offset) -> None:
         budget = _BUDGET[self.connectivity]
         grid_shape = self.grid.grid_shape
         found_a, found_b = [], []
@@ -160,9 +198,9 @@ class BlockUnion:
             k0 = int(np.flatnonzero(d)[0])
             planes, value_planes = self._faces[earlier]
             a_plane = planes[k0]
-            if a_plane is None or local.shape[k0] == 0:
+            if a_plane is None or shell.shape[k0] == 0:
                 continue
-            b_plane = np.take(local, 0, axis=k0)
+            b_plane = shell.low[k0]
             a_values = value_planes[k0] if self.values else None
             b_values = np.take(block, 0, axis=k0) if self.values else None
             a_offset = self._offsets[earlier][0]

@@ -321,6 +321,7 @@ def _run_foreground(context: RunContext, out: Path) -> dict:
                                           pillar=options.pillar, edge_fraction=options.edge_fraction,
                                           fill_holes=options.fill_holes, return_info=True,
                                           scratch=context.work_array(out, "smoothed", np.float32) if store else None,
+                                          mask_scratch=context.work_array(out, "mask", np.uint8),
                                           runner=context.runner)
         pillar = info["pillar"]
         fraction = float(_block_sum(work) / np.prod(work.shape))
