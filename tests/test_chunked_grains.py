@@ -87,6 +87,61 @@ def test_grain_table_six_connected_slag(slag):
     assert_tables_equal(table, reference)
 
 
+def test_tables_on_threads_and_resumed_from_block_records(slag, tmp_path, monkeypatch):
+    """Both tables run their blocks on a runner: 2 threads give the in-memory tables, and a
+    grain table stopped in its second pass resumes from the blocks it finished."""
+    import functools
+
+    import corrtomo.chunked._grains as module
+    from corrtomo._shared import BlockRunner
+    from corrtomo.chunked import particle_table_chunked
+    from corrtomo.measure import particle_table
+
+    names = phase_names(slag)
+    chunks = (48, 56, 56)  # 2 x 2 x 2 blocks
+    reference = grain_table(slag.particles, slag.phases, spacing=1.0, phase_names=names)
+    with BlockRunner(2) as runner:
+        assert_tables_equal(grain_table_chunked(slag.particles, slag.phases, phase_names=names, chunks=chunks,
+                                                runner=runner), reference)
+        particles = particle_table_chunked(slag.particles, slag.phases, phase_names=names, chunks=chunks,
+                                           runner=runner)
+    expected = particle_table(slag.particles, slag.phases, phase_names=names)
+    assert list(particles.columns) == [c for c in expected.columns if c in particles.columns]
+    for column in particles.columns:
+        got, want = particles[column].to_numpy(), expected[column].to_numpy()
+        if want.dtype.kind == "f":
+            assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=column)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=column)
+
+    sums = module._grain_sums
+    calls = {"sums": 0, "stop_after": 3}
+
+    @functools.wraps(sums)  # the same name: passes are known by number and name
+    def counted(item, **kwargs):
+        if calls["sums"] == calls["stop_after"]:
+            raise RuntimeError("the machine went down")
+        calls["sums"] += 1
+        return sums(item, **kwargs)
+
+    monkeypatch.setattr(module, "_grain_sums", counted)
+    volumes = []
+    for volume in (slag.particles, slag.phases):  # read-only: records are kept for stored inputs
+        volume = volume.copy()
+        volume.flags.writeable = False
+        volumes.append(volume)
+    with BlockRunner() as runner, pytest.raises(RuntimeError, match="went down"):
+        runner.keep_records(tmp_path / "records")
+        grain_table_chunked(*volumes, phase_names=names, chunks=chunks, runner=runner)
+    calls.update(sums=0, stop_after=None)
+    with BlockRunner() as runner:
+        runner.keep_records(tmp_path / "records")
+        table = grain_table_chunked(*volumes, phase_names=names, chunks=chunks, runner=runner)
+        assert runner.resumed_blocks == 8 + 3  # the first pass and 3 blocks of the second
+    assert calls["sums"] == 8 - 3
+    assert_tables_equal(table, reference)
+
+
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_grain_table_random_volumes(seed, connectivity):

@@ -8,13 +8,20 @@ import numba
 import numpy as np
 import pandas as pd
 
-from corrtomo._shared import InputError, normalize_spacing
+from corrtomo._shared import BlockRunner, InputError, normalize_spacing
 from corrtomo.measure import configuration_weights
 from corrtomo.measure._grains import _add_grains, grain_rows, phase_name_table
 from corrtomo.measure._surface import _load, _uniform_cell
 
 from ._blocks import block_grid, read_block, volume_shape
-from ._label import BlockUnion, _check_connectivity, _check_input, _first_voxel, block_components
+from ._label import (
+    BlockUnion,
+    LabelShell,
+    _check_connectivity,
+    _check_input,
+    _first_voxel,
+    block_components,
+)
 
 __all__ = ["grain_table_chunked"]
 
@@ -78,6 +85,7 @@ def grain_table_chunked(
     phase_names: Mapping[int, str] | None = None,
     chunks=None,
     connectivity: int = 26,
+    runner: BlockRunner | None = None,
 ) -> pd.DataFrame:
     """The grain table of :func:`corrtomo.measure.grain_table`, block by block.
 
@@ -96,6 +104,11 @@ def grain_table_chunked(
         block.
     connectivity : {6, 18, 26}
         Grain connectivity.
+    runner : corrtomo.BlockRunner, optional
+        Where both passes run their blocks (serially by default; threads or a
+        ``dask.distributed`` cluster that can open `particles` and `phases`). Only the faces of
+        each block's pieces and its per-grain sums come back; with kept records a stopped run
+        resumes.
 
     Returns
     -------
@@ -123,14 +136,16 @@ def grain_table_chunked(
        ``grain_id`` matches :func:`~corrtomo.measure.label_grains`. The extended block (core +
        halo) is labelled too; each of its components lies inside one grain, identified by one
        representative voxel: in the core its piece, in the halo the piece of the later block
-       that owns the voxel (looked up when that block is labelled).
+       that owns the voxel (read from that block's low face when it is registered).
     2. Each extended block is labelled again (``cc3d`` is deterministic), mapped to global
        grain ids, and the voxels of the core counted per grain (volumes are additive). The 2x2x2
        surface cells whose lower corner lies in the core (plus the padding cells at index -1 on
        the volume's low faces; cells past the high faces see 0) get the configuration weights of
        :func:`corrtomo.measure._grains.grain_surfaces`; each cell is counted by exactly one
        block, so the per-grain area and exposed area (interface with everything outside the
-       grain's particle) are exact sums over the cells of the whole volume.
+       grain's particle) are exact sums over the cells of the whole volume. A block returns
+       its sums only for the grains it holds (renumbered 0..k inside the block, which keeps
+       their order and equalities).
 
     Guarantee: equal to ``grain_table(particles, phases, spacing=..., phase_names=...,
     connectivity=...)`` in memory - same columns and rows in the same order, integer and text
@@ -162,47 +177,25 @@ def grain_table_chunked(
     values = normalize_spacing(spacing, 3)
     connectivity = _check_connectivity(connectivity)
     grid = block_grid(shape, chunks, like=(particles, phases))
-    total_shape = np.asarray(shape, dtype=np.int64)
 
     # ---------------------------------------------------------------- pass 1: join the pieces
+    runner = BlockRunner() if runner is None else runner
+    blocks = list(grid)
+    on_blocks = {"particles": particles, "phases": phases, "grid": grid, "connectivity": connectivity}
     union = BlockUnion(grid, connectivity, values=True)
     offsets: dict[tuple, tuple[int, int]] = {}
     representative: dict[tuple, np.ndarray] = {}  # block -> provisional id per extended piece
-    pending: dict[tuple, list] = {}  # owner block -> [(block, piece, flat index in owner core)]
-    for index in grid:
-        slices = grid.slices(index, halo=1)
-        key = _key_block(particles, phases, slices)
-        core = grid.block_shape(index)
-        inner = tuple(slice(0, int(c)) for c in core)
-        key_core = np.ascontiguousarray(key[inner])
-        local, n = block_components(key_core, connectivity)
+    pending: dict[tuple, list] = {}  # owner block -> [(block, piece, position in the owner)]
+    for index, (shell, provisional, pieces, owners, where) in zip(
+            blocks, runner.map(_grain_pieces, blocks, **on_blocks), strict=True):
         offset = union.total
-        union.add(index, local, n, key_core)
-        offsets[index] = (offset, n)
-        for block, piece, flat in pending.pop(index, ()):
-            representative[block][piece] = offset + local.ravel()[flat].astype(np.int64)
-        extended, m = block_components(key, connectivity)
-        # a core voxel of each extended piece where it has one, else (halo only) any voxel
-        first_core = _first_voxel(np.ascontiguousarray(extended[inner]).ravel(), m)[1:]
-        in_core = first_core >= 0
-        provisional = np.zeros(m + 1, dtype=np.int64)
-        provisional[1:][in_core] = offset + local.ravel()[first_core[in_core]].astype(np.int64)
-        if not np.all(in_core):
-            first = _first_voxel(np.ascontiguousarray(extended).ravel(), m)[1:][~in_core]
-            halo = np.stack(np.unravel_index(first, extended.shape), axis=1) + grid.origin(index)
-            owners = np.stack(
-                [
-                    np.searchsorted(b, halo[:, k], side="right") - 1
-                    for k, b in enumerate(grid.bounds)
-                ],
-                axis=1,
-            )
-            for piece, owner, voxel in zip(np.flatnonzero(~in_core) + 1, owners, halo, strict=True):
-                owner_index = tuple(int(i) for i in owner)
-                where = voxel - grid.origin(owner_index)
-                flat = int(np.ravel_multi_index(tuple(where), tuple(grid.block_shape(owner_index))))
-                pending.setdefault(owner_index, []).append((index, int(piece), flat))
-        representative[index] = provisional
+        union.add(index, shell, shell.n)
+        offsets[index] = (offset, shell.n)
+        for block, piece, position in pending.pop(index, ()):
+            representative[block][piece] = offset + _label_on_low_face(shell, position)
+        representative[index] = np.where(provisional > 0, offset + provisional, 0)
+        for piece, owner, position in zip(pieces, owners, where, strict=True):
+            pending.setdefault(tuple(int(i) for i in owner), []).append((index, int(piece), position))
     if pending:  # cannot happen: every halo voxel lies in a later block of the grid
         raise RuntimeError("unresolved grain pieces")
     n_grains = union.finish()
@@ -220,27 +213,77 @@ def grain_table_chunked(
     count = np.zeros(n_grains + 1, dtype=np.int64)
     area = np.zeros(n_grains + 1, dtype=np.float64)
     exposed = np.zeros(n_grains + 1, dtype=np.float64)
-    for index in grid:
-        slices = grid.slices(index, halo=1)
-        key = _key_block(particles, phases, slices)
-        core = grid.block_shape(index)
-        origin = grid.origin(index)
-        extended, _ = block_components(key, connectivity)
+    items = []
+    for index in blocks:
         lookup = final[representative.pop(index)]
         lookup[0] = 0
-        ids = np.take(lookup, extended)
-        inner = tuple(slice(0, int(c)) for c in core)
-        count += np.bincount(ids[inner].ravel(), minlength=n_grains + 1)
-        # padded[p] is global voxel origin - 1 + p; zeros where nothing is read
-        padded = np.zeros(tuple(int(c) + 2 for c in core), dtype=np.int64)
-        padded[tuple(slice(1, 1 + s) for s in ids.shape)] = ids
-        start = np.where(origin == 0, 0, 1).astype(np.int64)
-        stop = core.astype(np.int64) + 1
-        if np.all(total_shape > 0):
-            _block_grain_surfaces(
-                padded, start, stop, particle_of, phase_id, weights, area, exposed
-            )
+        items.append((index, lookup))
+    sums = runner.map(_grain_sums, items, particle_of=particle_of, phase_id=phase_id, weights=weights, **on_blocks)
+    for present, block_count, block_area, block_exposed in sums:  # ids are unique within a block
+        count[present] += block_count
+        area[present] += block_area
+        exposed[present] += block_exposed
     return _table(count, area, exposed, particle_label, phase_id, values, phase_names)
+
+
+def _grain_pieces(index, *, particles, phases, grid, connectivity):
+    """Pass 1 for one block: its core's grain pieces and the extended block's pieces.
+
+    Returns the core's :class:`LabelShell` (with the keys), the core piece (local label) of
+    each extended piece that reaches the core (0 where it lies in the halo only), and for those
+    halo-only pieces: their number, the block that owns their first voxel and that voxel's
+    position in the owner (on one of its low faces).
+    """
+    slices = grid.slices(index, halo=1)
+    key = _key_block(particles, phases, slices)
+    core = grid.block_shape(index)
+    inner = tuple(slice(0, int(c)) for c in core)
+    key_core = np.ascontiguousarray(key[inner])
+    local, n = block_components(key_core, connectivity)
+    extended, m = block_components(key, connectivity)
+    # a core voxel of each extended piece where it has one, else (halo only) any voxel
+    first_core = _first_voxel(np.ascontiguousarray(extended[inner]).ravel(), m)[1:]
+    in_core = first_core >= 0
+    provisional = np.zeros(m + 1, dtype=np.int64)
+    provisional[1:][in_core] = local.ravel()[first_core[in_core]]
+    first = _first_voxel(np.ascontiguousarray(extended).ravel(), m)[1:][~in_core]
+    halo = np.stack(np.unravel_index(first, extended.shape), axis=1) + grid.origin(index)
+    owners = np.stack([np.searchsorted(b, halo[:, k], side="right") - 1 for k, b in enumerate(grid.bounds)],
+                      axis=1).reshape(-1, 3)
+    where = halo - np.array([[b[o] for b, o in zip(grid.bounds, owner, strict=True)] for owner in owners],
+                            np.int64).reshape(-1, 3)
+    return LabelShell(local, n, key_core), provisional, np.flatnonzero(~in_core) + 1, owners, where
+
+
+def _label_on_low_face(shell: LabelShell, position) -> int:
+    """The local label of a block (its shell) at `position`, a voxel on one of its low faces."""
+    axis = int(np.flatnonzero(np.asarray(position) == 0)[0])
+    rest = tuple(int(p) for k, p in enumerate(position) if k != axis)
+    return int(shell.low[axis][rest])
+
+
+def _grain_sums(item, *, particles, phases, grid, connectivity, particle_of, phase_id, weights):
+    """Pass 2 for one block: voxels, surface and exposed surface per grain present (sparse)."""
+    index, lookup = item
+    slices = grid.slices(index, halo=1)
+    key = _key_block(particles, phases, slices)
+    core = grid.block_shape(index)
+    origin = grid.origin(index)
+    extended, _ = block_components(key, connectivity)
+    ids = np.take(lookup, extended)
+    present = np.union1d(np.zeros(1, np.int64), ids)  # global grain ids here, 0 first
+    compact = np.searchsorted(present, ids).astype(np.int64)  # the same order and equalities
+    inner = tuple(slice(0, int(c)) for c in core)
+    count = np.bincount(compact[inner].ravel(), minlength=present.size)
+    # padded[p] is global voxel origin - 1 + p; zeros where nothing is read
+    padded = np.zeros(tuple(int(c) + 2 for c in core), dtype=np.int64)
+    padded[tuple(slice(1, 1 + s) for s in compact.shape)] = compact
+    start = np.where(origin == 0, 0, 1).astype(np.int64)
+    stop = core.astype(np.int64) + 1
+    area = np.zeros(present.size, dtype=np.float64)
+    exposed = np.zeros(present.size, dtype=np.float64)
+    _block_grain_surfaces(padded, start, stop, particle_of[present], phase_id[present], weights, area, exposed)
+    return present, count, area, exposed
 
 
 def _table(count, area, exposed, particle_label, phase_id, spacing, phase_names) -> pd.DataFrame:

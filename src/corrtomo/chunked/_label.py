@@ -66,6 +66,8 @@ class LabelShell:
         Block-local labels 1..n (0 = background), e.g. from :func:`block_components`.
     n : int
         Number of local labels.
+    values : (P, M, N) ndarray, optional
+        The block's input values, for a :class:`BlockUnion` with ``values=True``.
 
     Attributes
     ----------
@@ -75,15 +77,29 @@ class LabelShell:
         Flat (raster) index inside the block of the first voxel of each label 1..n.
     low, high : list of 3 (2D ndarray or None)
         The block's first and last plane along each axis (``None`` for an empty axis).
+    first_values : (n,) ndarray or None
+        The input value of each label (with `values`).
+    value_low, value_high : list of 3 (2D ndarray or None) or None
+        The input's first and last planes (with `values`).
     """
 
-    def __init__(self, local: np.ndarray, n: int):
+    def __init__(self, local: np.ndarray, n: int, values: np.ndarray | None = None):
         local = np.ascontiguousarray(local)
         self.shape = tuple(int(k) for k in local.shape)
         self.n = int(n)
         self.first = _first_voxel(local.ravel(), self.n)[1:]
-        self.low = [np.take(local, 0, axis=k) if local.shape[k] else None for k in range(3)]
-        self.high = [np.take(local, -1, axis=k) if local.shape[k] else None for k in range(3)]
+        self.low, self.high = _planes(local)
+        self.first_values = self.value_low = self.value_high = None
+        if values is not None:
+            values = np.ascontiguousarray(values)
+            self.first_values = values.ravel()[self.first[self.first >= 0]]
+            self.value_low, self.value_high = _planes(values)
+
+
+def _planes(array: np.ndarray) -> tuple[list, list]:
+    """The first and the last plane of `array` along each axis (``None`` where it is empty)."""
+    return ([np.take(array, 0, axis=k) if array.shape[k] else None for k in range(3)],
+            [np.take(array, -1, axis=k) if array.shape[k] else None for k in range(3)])
 
 
 def _check_connectivity(connectivity: int) -> int:
@@ -145,17 +161,19 @@ class BlockUnion:
         """Register block `index` with its local labels `local` (1..n, 0 = background).
 
         `local` is the label array or its :class:`LabelShell` (the same result). `block` is
-        the block's input (required with ``values=True``; the value of each local label is read
-        from it; a shell cannot carry values).
+        the block's input (required with ``values=True`` and a label array; the value of each
+        local label is read from it; a shell carries its own values).
         """
         index = tuple(int(i) for i in index)
         n = int(n)
         if isinstance(local, LabelShell):
-            if self.values:
-                raise InputError("values=True needs the label array, not a LabelShell", source="labels")
             shell = local
+            if self.values and shell.first_values is None:
+                raise InputError("values=True needs a LabelShell made with the block's values", source="labels")
         else:
-            shell = LabelShell(local, n)
+            if self.values and block is None:
+                raise InputError("values=True needs the block's input values", source="block")
+            shell = LabelShell(local, n, block if self.values else None)
         origin = self.grid.origin(index)
         first = shell.first[:n]
         if first.size != n or np.any(first < 0):
@@ -165,25 +183,17 @@ class BlockUnion:
         raster = np.ravel_multi_index(tuple(position.T), tuple(total_shape)).astype(np.int64)
         self._first.append(raster)
         if self.values:
-            if block is None:
-                raise InputError("values=True needs the block's input values", source="block")
-            contiguous = np.ascontiguousarray(block)
-            self._value.append(contiguous.ravel()[first].astype(np.uint64))
+            self._value.append(shell.first_values.astype(np.uint64))
         offset = self.total
         self._offsets[index] = (offset, n)
         self.total += n
-        # faces: the high-side plane along each axis (needed by later neighbours)
-        value_planes = None
-        if self.values:
-            value_planes = [
-                np.take(block, -1, axis=k) if block.shape[k] else None for k in range(3)
-            ]
-        self._join_earlier(index, shell, block, offset)
-        self._faces[index] = (shell.high, value_planes)
+        self._join_earlier(index, shell, offset)
+        # faces: the high-side planes (needed by later neighbours)
+        self._faces[index] = (shell.high, shell.value_high)
         for old in [key for key in self._faces if key[0] < index[0] - 1]:
             del self._faces[old]
 
-    def _join_earlier(self, index, shell: LabelShell, block, offset) -> None:
+    def _join_earlier(self, index, shell: LabelShell, offset) -> None:
         budget = _BUDGET[self.connectivity]
         grid_shape = self.grid.grid_shape
         found_a, found_b = [], []
@@ -202,7 +212,7 @@ class BlockUnion:
                 continue
             b_plane = shell.low[k0]
             a_values = value_planes[k0] if self.values else None
-            b_values = np.take(block, 0, axis=k0) if self.values else None
+            b_values = shell.value_low[k0] if self.values else None
             a_offset = self._offsets[earlier][0]
             for sa, sb in _plane_pairs(d, k0, budget, a_plane.shape, b_plane.shape):
                 a = a_plane[sa].ravel()

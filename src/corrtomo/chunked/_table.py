@@ -7,11 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from corrtomo._shared import InputError, normalize_spacing
+from corrtomo._shared import BlockRunner, InputError, normalize_spacing
 from corrtomo.measure import LabelMoments, label_moments, merge_moments, particle_table_from_moments
 
 from ._blocks import block_grid, read_block, volume_shape
-from ._label import BlockUnion, _check_connectivity, _check_input, block_components
+from ._label import BlockUnion, LabelShell, _check_connectivity, _check_input, block_components
 
 __all__ = ["particle_table_chunked"]
 
@@ -38,6 +38,24 @@ def _grain_counts(union: BlockUnion, labels: np.ndarray, n_phases: int) -> np.nd
     )
 
 
+def _table_block(index, *, particles, phases, grid, spacing, surface, connectivity):
+    """One block's additive moments and the faces of its grain pieces (:class:`LabelShell`)."""
+    slices = grid.slices(index, halo=1)
+    label_block = read_block(particles, slices)
+    phase_block = None if phases is None else read_block(phases, slices)
+    core = grid.block_shape(index)
+    moments = label_moments(label_block, phase_block, offset=grid.origin(index), spacing=spacing,
+                            core_shape=core, volume_shape=np.asarray(grid.shape, dtype=np.int64), surface=surface)
+    if phases is None:
+        return moments, None
+    inner = tuple(slice(0, int(c)) for c in core)
+    labels_core = label_block[inner].astype(np.uint64)
+    key = labels_core * np.uint64(_PHASE_SLOTS) + phase_block[inner].astype(np.uint64)
+    key[labels_core == 0] = 0
+    local, n = block_components(key, connectivity)
+    return moments, LabelShell(local, n, key)
+
+
 def particle_table_chunked(
     particles,
     phases=None,
@@ -48,6 +66,7 @@ def particle_table_chunked(
     connectivity: int = 26,
     surface: bool = True,
     return_moments: bool = False,
+    runner: BlockRunner | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, LabelMoments]:
     """The particle table of :func:`corrtomo.measure.particle_table`, block by block.
 
@@ -70,6 +89,10 @@ def particle_table_chunked(
         Estimate the surface area (see :func:`corrtomo.measure.particle_table`).
     return_moments : bool
         Also return the merged :class:`~corrtomo.measure.LabelMoments` (e.g. to add more tables).
+    runner : corrtomo.BlockRunner, optional
+        Where the blocks are measured (serially by default; threads or a ``dask.distributed``
+        cluster, which must be able to open `particles` and `phases`). Only each block's
+        moments and grain faces come back; with kept records a stopped run resumes.
 
     Returns
     -------
@@ -85,7 +108,7 @@ def particle_table_chunked(
 
     Notes
     -----
-    Each block is read once, with a one-voxel halo past its high faces (where it does not end at
+    Each block (a task of `runner`) is read once, with a one-voxel halo past its high faces (where it does not end at
     the volume's high face), and measured by :func:`corrtomo.measure.label_moments` with
     ``offset`` = the block origin and ``core_shape`` = the block shape: voxel moments over the
     core, and the 2x2x2 surface cells whose lower corner lies in the core (the halo completes
@@ -134,32 +157,16 @@ def particle_table_chunked(
     grid = block_grid(shape, chunks, like=(particles,) if phases is None else (particles, phases))
     union = None if phases is None else BlockUnion(grid, connectivity, values=True)
     parts: list[LabelMoments] = []
-    volume = np.asarray(shape, dtype=np.int64)
-    for index in grid:  # a loop over blocks
-        slices = grid.slices(index, halo=1)
-        label_block = read_block(particles, slices)
-        phase_block = None if phases is None else read_block(phases, slices)
-        core = grid.block_shape(index)
-        parts.append(
-            label_moments(
-                label_block,
-                phase_block,
-                offset=grid.origin(index),
-                spacing=values,
-                core_shape=core,
-                volume_shape=volume,
-                surface=surface,
-            )
-        )
+    runner = BlockRunner() if runner is None else runner
+    blocks = list(grid)
+    found = runner.map(_table_block, blocks, particles=particles, phases=phases, grid=grid, spacing=values,
+                       surface=surface, connectivity=connectivity)
+    for index, (moments, shell) in zip(blocks, found, strict=True):
+        parts.append(moments)
         if len(parts) >= _MERGE_EVERY:
             parts = [merge_moments(parts)]
         if union is not None:
-            inner = tuple(slice(0, int(c)) for c in core)
-            labels_core = label_block[inner].astype(np.uint64)
-            key = labels_core * np.uint64(_PHASE_SLOTS) + phase_block[inner].astype(np.uint64)
-            key[labels_core == 0] = 0
-            local, n = block_components(key, connectivity)
-            union.add(index, local, n, key)
+            union.add(index, shell, shell.n)
     if not parts:
         raise InputError("the volume is empty", source="particles")
     moments = merge_moments(parts)

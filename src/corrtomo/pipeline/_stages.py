@@ -789,9 +789,9 @@ def _run_measure(context: RunContext, out: Path) -> dict:
         lazy_particles = context.lazy("particles", "particles.ome.zarr")
         lazy_phases = context.lazy(*PHASES)
         table = particle_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
-                                       chunks=context.chunks)
+                                       chunks=context.chunks, runner=context.runner)
         grains_df = grain_table_chunked(lazy_particles, lazy_phases, spacing=spacing, phase_names=names,
-                                        chunks=context.chunks)
+                                        chunks=context.chunks, runner=context.runner)
     else:
         particles = context.read("particles", "particles.ome.zarr")
         phases = context.read(*PHASES)
