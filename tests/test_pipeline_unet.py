@@ -69,6 +69,20 @@ def test_unet_pipeline_in_memory_and_chunked_agree(sample, tmp_path):
     np.testing.assert_array_equal(_volume(chunked.run_dir, "phases", "unet_foreground.ome.zarr") > 0,
                                   unet_foreground)
 
+    # the particles come from the head cleaned as the CT foreground is: no cavities, no dust
+    import cc3d
+
+    from corrtomo.segment import fill_cavities
+
+    particles = _volume(memory.run_dir, "particles", "particles.ome.zarr") > 0
+    assert particles.mean() > 0.5 * unet_foreground.mean()
+    np.testing.assert_array_equal(fill_cavities(particles), particles)
+    dust = int(np.ceil(np.pi / 6 * 0.2**3 / 0.1**3))  # the default smallest size: 2 voxels across
+    assert cc3d.dust(particles, threshold=dust, connectivity=26).sum() == particles.sum()
+    if not np.array_equal(fill_cavities(unet_foreground), unet_foreground):  # the head had holes
+        assert (particles & ~unet_foreground).any()
+    np.testing.assert_array_equal(_volume(chunked.run_dir, "particles", "particles.ome.zarr") > 0, particles)
+
 
 def test_unet_foreground_needs_the_unet_phases(sample):
     config = demo_config(sample)

@@ -684,11 +684,56 @@ def _run_phases(context: RunContext, out: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def _particle_source(context: RunContext) -> tuple[str, str]:
-    """(stage, volume) of the particle voxels: the CT foreground or the U-Net's particle head."""
-    if context.config.stages.particles.foreground == "unet":
-        return "phases", "unet_foreground.ome.zarr"
-    return "foreground", "foreground.ome.zarr"
+class _HeadMatrix:
+    """A read-only float32 view of the U-Net particle head: 1 where it says matrix (0), else 0.
+
+    :func:`~corrtomo.segment.foreground_mask` takes it as a matrix probability, so the head's
+    particle voxels are cleaned exactly as the CT foreground is.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, head) -> None:
+        self.head = head
+        self.shape = tuple(int(n) for n in head.shape)
+        self.ndim = len(self.shape)
+        self.chunks = getattr(head, "chunks", None)
+
+    def __getitem__(self, index) -> np.ndarray:
+        from ..chunked import read_block
+
+        return (np.asarray(read_block(self.head, index)) == 0).astype(np.float32)
+
+
+def _particle_voxels(context: RunContext, out: Path):
+    """The particle voxels: the CT foreground, or the U-Net's particle head cleaned as it is.
+
+    The head's voxels (core or boundary) are clipped to the pillar, their cavities filled and
+    their dust removed with the foreground stage's options, as the CT foreground's are; an
+    unclean head splits particles at its holes and adds specks as particles.
+    """
+    if context.config.stages.particles.foreground != "unet":
+        if context.chunked:
+            return context.lazy("foreground", "foreground.ome.zarr")
+        return context.read("foreground", "foreground.ome.zarr").astype(bool)
+    options = context.config.stages.foreground
+    pillar = load_pillar(context)
+    pillar = False if pillar is None else pillar
+    spacing = context.spacing()
+    if context.chunked:
+        from ..chunked import foreground_mask_chunked
+
+        voxels = context.work_array(out, "unet_foreground", np.uint8)
+        foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, chunks=context.chunks,
+                                out=voxels, probabilities=_HeadMatrix(context.lazy("phases", "unet_foreground.ome.zarr")),
+                                pillar=pillar, fill_holes=options.fill_holes, runner=context.runner,
+                                mask_scratch=context.work_array(out, "unet_first_mask", np.uint8))
+        return voxels
+    from ..segment import foreground_mask
+
+    head = context.read("phases", "unet_foreground.ome.zarr")  # the image is not read with probabilities
+    return foreground_mask(head, spacing=spacing, probabilities=(head == 0).astype(np.float32), pillar=pillar,
+                           fill_holes=options.fill_holes)
 
 
 def _run_particles(context: RunContext, out: Path) -> dict:
@@ -699,7 +744,7 @@ def _run_particles(context: RunContext, out: Path) -> dict:
 
         labels = context.work_array(out, "particles", np.uint32)
         segmentation = separate_particles_chunked(
-            context.lazy(*_particle_source(context)), spacing=spacing, chunks=context.chunks, out=labels,
+            _particle_voxels(context, out), spacing=spacing, chunks=context.chunks, out=labels,
             method=options.method, h_um=options.h_um, resolution_um=options.resolution_um,
             merge_oversplit=options.merge_oversplit, merge_ratio=options.merge_ratio,
             pillar=load_pillar(context), runner=context.runner,
@@ -708,7 +753,7 @@ def _run_particles(context: RunContext, out: Path) -> dict:
     else:
         from ..segment import separate_particles
 
-        segmentation = separate_particles(context.read(*_particle_source(context)).astype(bool),
+        segmentation = separate_particles(_particle_voxels(context, out),
                                           spacing=spacing, method=options.method, h_um=options.h_um,
                                           resolution_um=options.resolution_um,
                                           merge_oversplit=options.merge_oversplit, merge_ratio=options.merge_ratio,
