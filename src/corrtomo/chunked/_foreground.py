@@ -26,6 +26,7 @@ __all__ = ["foreground_mask_chunked"]
 
 _METHODS = ("otsu", "multiotsu", "gmm")
 _GMM_SAMPLE = 200_000  # the subsample size of corrtomo.segment._foreground._gmm_threshold
+_MEDIAN_VOXELS = 1 << 21  # column medians are taken over slabs of about this many voxels
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,17 +123,12 @@ def _smooth_block(index, *, smoothed: _Smoothed, scratch) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _column_tiles(grid: BlockGrid, budget: int) -> list[tuple[slice, slice, slice]]:
-    """Full-z column tiles of at most `budget` voxels, each inside one (y, x) block column."""
+def _column_tiles(grid: BlockGrid) -> list[tuple[slice, slice, slice]]:
+    """The block columns: full z extent, one block's rows and columns (each chunk decoded once)."""
     nz = grid.shape[0]
-    tiles = []
-    for j in range(grid.grid_shape[1]):
-        y0, y1 = int(grid.bounds[1][j]), int(grid.bounds[1][j + 1])
-        for k in range(grid.grid_shape[2]):
-            x0, x1 = int(grid.bounds[2][k]), int(grid.bounds[2][k + 1])
-            rows = max(1, budget // max(nz * (x1 - x0), 1))
-            tiles.extend((slice(0, nz), slice(y, min(y + rows, y1)), slice(x0, x1)) for y in range(y0, y1, rows))
-    return tiles
+    return [(slice(0, nz), slice(int(grid.bounds[1][j]), int(grid.bounds[1][j + 1])),
+             slice(int(grid.bounds[2][k]), int(grid.bounds[2][k + 1])))
+            for j in range(grid.grid_shape[1]) for k in range(grid.grid_shape[2])]
 
 
 def _column_tile(tile, *, image) -> np.ndarray:
@@ -140,18 +136,22 @@ def _column_tile(tile, *, image) -> np.ndarray:
     block = _read(image, tile, "image")
     if np.dtype(block.dtype) == np.bool_:
         return block.mean(axis=0, dtype=np.float64)
-    return np.median(np.asarray(block, dtype=np.float32), axis=0)
+    block = np.asarray(block, dtype=np.float32)
+    rows = max(1, _MEDIAN_VOXELS // max(block.shape[0] * block.shape[2], 1))  # cache-sized slabs: 2x faster
+    return np.concatenate([np.median(block[:, r:r + rows], axis=0) for r in range(0, block.shape[1], rows)])
 
 
-def _column_profile(image, grid: BlockGrid, budget: int, runner: BlockRunner) -> np.ndarray:
-    """``np.median(image as float32, axis=0)`` (float32), read in column tiles of <= `budget` voxels.
+def _column_profile(image, grid: BlockGrid, runner: BlockRunner) -> np.ndarray:
+    """``np.median(image as float32, axis=0)`` (float32), read one block column at a time.
 
     The median of each (y, x) column does not depend on the tiling, so this is the plane of
     :func:`~corrtomo.segment.detect_pillar` bit for bit. Boolean images give the column means.
+    A tile spans whole blocks (chunks) in y and x: thinner tiles would decode every chunk once
+    per tile (13 times at 2048^3 in 128^3 chunks with tiles of one box of voxels).
     """
     boolean = np.dtype(image.dtype) == np.bool_
     plane = np.zeros(grid.shape[1:], np.float64 if boolean else np.float32)
-    tiles = _column_tiles(grid, budget)
+    tiles = _column_tiles(grid)
     for tile, medians in zip(tiles, runner.map(_column_tile, tiles, image=image), strict=True):
         plane[tile[1:]] = medians
     return plane
@@ -411,8 +411,8 @@ def foreground_mask_chunked(
     function (never a loop over voxels or components):
 
     1. *Pillar* (``pillar=True``). The plane :math:`\\mathrm{med}_z I(z, y, x)` is computed
-       from column tiles of at most one (block + halo) of voxels each (full z extent, few rows)
-       and handed to :func:`~corrtomo.segment.detect_pillar` as a one-plane volume; the median
+       from block columns (full z extent, one block's rows and columns: 2 x 4 x Z x block rows
+       x block columns bytes per worker, 0.27 GB for Z = 2048 and 128^3 blocks) and handed to :func:`~corrtomo.segment.detect_pillar` as a one-plane volume; the median
        of a column does not depend on the tiling, so the pillar is the in-memory one exactly.
     2. *Smoothing.* Each block is smoothed on a box with a halo of ``int(4 sigma / spacing +
        0.5)`` voxels (the Gaussian's truncation radius), which gives the core bit for bit.
@@ -516,12 +516,11 @@ def foreground_mask_chunked(
     window_um = 2.0 * float(spacing.min()) if edge_window_um is None else float(edge_window_um)
     window = np.array([max(1, round(window_um / v)) for v in spacing], np.int64)
     largest = np.array([int(np.diff(b).max()) for b in grid.bounds], np.int64)
-    budget = int(np.prod(np.minimum(largest + 2 * (smoothed.radius + window), shape)))
 
     # 1. the pillar
     start = time.perf_counter()
     if pillar is True:
-        plane = _column_profile(image, grid, budget, runner)
+        plane = _column_profile(image, grid, runner)
         if plane.dtype == np.float64:  # boolean image: the float32-rounded column shares
             plane = plane.astype(np.float32)
         pillar = detect_pillar(plane[None], spacing=spacing)
