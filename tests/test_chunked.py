@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
@@ -186,6 +186,8 @@ def test_label_property_random_volumes(seed, shape, chunks, density, connectivit
     chunks=st.tuples(*(st.integers(1, 6),) * 3),
     connectivity=st.sampled_from([6, 18, 26]),
 )
+# (3, 1, 3) blocks: cc3d 4.1 under-counts its union-find on some such planes (CI, session 8)
+@example(seed=1, shape=(3, 12, 7), chunks=(3, 1, 3), connectivity=26)
 def test_block_union_of_label_shells_equals_the_union_of_label_arrays(seed, shape, chunks, connectivity):
     """A block's LabelShell (its faces and first voxels) joins blocks exactly as its labels do."""
     from corrtomo.chunked import BlockUnion, LabelShell, block_grid

@@ -9,6 +9,7 @@ from ._atomic import (
     write_text_atomic,
 )
 from ._blocks import Float32Blocks
+from ._components import connected_components, remove_dust
 from ._errors import InputError
 from ._geometry import fibonacci_sphere
 from ._labels import MATRIX_LABEL, UNLABELLED
@@ -31,9 +32,11 @@ __all__ = [
     "atomic_directory",
     "atomic_path",
     "connect_scheduler",
+    "connected_components",
     "fibonacci_sphere",
     "file_sha256",
     "normalize_spacing",
+    "remove_dust",
     "sample_plane",
     "to_jsonable",
     "write_json_atomic",

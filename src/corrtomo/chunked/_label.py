@@ -7,7 +7,7 @@ from itertools import product
 import numba
 import numpy as np
 
-from corrtomo._shared import InputError
+from corrtomo._shared import InputError, connected_components
 
 from ._blocks import BlockGrid, block_grid, read_block, volume_shape
 
@@ -40,17 +40,10 @@ def _first_voxel(flat, n):
 def block_components(block: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     """``cc3d.connected_components`` of one block: uint32 labels 1..n in raster order, and n.
 
-    A block that is a line (at most one axis longer than 1) is labelled with connectivity 6,
-    which is the same there; cc3d 4.1 fails on such blocks with 26-connectivity.
+    Through :func:`corrtomo._shared.connected_components`, so blocks one voxel thick (edge
+    blocks, thin chunks) are labelled correctly too.
     """
-    import cc3d
-
-    if sum(1 for n in block.shape if n > 1) <= 1:
-        connectivity = 6
-    local, n = cc3d.connected_components(
-        block, connectivity=connectivity, return_N=True, out_dtype=np.uint32
-    )
-    return local, int(n)
+    return connected_components(block, connectivity, return_N=True)
 
 
 class LabelShell:

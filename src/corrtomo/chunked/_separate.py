@@ -19,7 +19,7 @@ from itertools import product
 
 import numpy as np
 
-from corrtomo._shared import BlockRunner, InputError, normalize_spacing
+from corrtomo._shared import BlockRunner, InputError, connected_components, normalize_spacing
 from corrtomo.segment import (
     Pillar,
     distance_map,
@@ -210,7 +210,6 @@ def _segment_block(index, *, foreground, target, grid, shape, spacing, halo, max
     `max_halo`), write the core's block-local labels into `target` and return the record the
     global numbering needs: ``((ids, keys, counts, border keys), cut keys, grown, proven, halo)``.
     """
-    import cc3d
     import fastremap
 
     connectivity = marker_options["connectivity"]
@@ -237,7 +236,7 @@ def _segment_block(index, *, foreground, target, grid, shape, spacing, halo, max
         current = np.minimum(2 * current, max_halo)
     keys = _marker_keys(markers, [s.start for s in box], shape)
     del markers
-    clusters = cc3d.connected_components(block, connectivity=int(connectivity))
+    clusters = connected_components(block, connectivity=int(connectivity))
     proven = int(np.intersect1d(fastremap.unique(clusters[inner]),
                                 _cut_faces(clusters, box, shape, margin)).max(initial=0) == 0)
     del clusters, block

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from corrtomo._shared import InputError, normalize_spacing
+from corrtomo._shared import InputError, connected_components, normalize_spacing
 
 from ._checks import check_label_image, check_phase_image, label_index, z_blocks
 from ._surface import _fill_cell, _load, _split, _uniform_cell, configuration_weights
@@ -113,7 +113,6 @@ def label_grains(particles, phases, *, connectivity: int = 26) -> GrainLabels:
     are labelled with ``cc3d.connected_components``, which only joins equal neighbouring keys, so
     a grain never crosses a particle or phase boundary.
     """
-    import cc3d
 
     image = check_label_image(particles, "particles")
     phase_image = check_phase_image(phases, image)
@@ -127,7 +126,7 @@ def label_grains(particles, phases, *, connectivity: int = 26) -> GrainLabels:
     key = np.empty(image.shape, dtype=np.uint32 if top < 2**32 else np.uint64)
     bounds = z_blocks(image.shape[0])
     _key_kernel(image, phase_image, lut, n_phases, key, bounds)
-    grains, n_grains = cc3d.connected_components(
+    grains, n_grains = connected_components(
         key, connectivity=connectivity, return_N=True, out_dtype=np.uint32
     )
     counts, keys = _grain_map_kernel(grains, key, int(n_grains), bounds)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._shared import InputError, normalize_spacing
+from .._shared import InputError, connected_components, normalize_spacing, remove_dust
 
 __all__ = ["Pillar", "detect_pillar", "fill_cavities", "foreground_mask", "pillar_mask"]
 
@@ -248,10 +248,9 @@ def fill_cavities(mask: np.ndarray) -> np.ndarray:
     Background components are 6-connected (the complement of 26-connected objects), labelled
     with ``cc3d`` in one pass.
     """
-    import cc3d
 
     mask = np.asarray(mask, dtype=bool)
-    background = cc3d.connected_components(~mask, connectivity=6, out_dtype=np.uint32)
+    background = connected_components(~mask, connectivity=6)
     n = int(background.max(initial=0))
     outer = np.zeros(n + 1, dtype=bool)
     for face in (background[0], background[-1], background[:, 0], background[:, -1],
@@ -368,7 +367,6 @@ def foreground_mask(
     size under the point-spread blur, where one global threshold grows the bright ones and
     erodes the faint ones.
     """
-    import cc3d
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     from .._shared import as_rng
@@ -416,5 +414,5 @@ def foreground_mask(
     if smallest > 0:
         voxels = math.ceil(math.pi / 6 * smallest**3 / float(np.prod(spacing)))
         if voxels > 1:
-            mask = cc3d.dust(mask, threshold=voxels, connectivity=26, in_place=True)
+            mask = remove_dust(mask, voxels, connectivity=26)
     return mask

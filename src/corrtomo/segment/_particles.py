@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .._shared import InputError, normalize_spacing
+from .._shared import InputError, connected_components, normalize_spacing
 from ._foreground import Pillar, pillar_mask
 
 __all__ = [
@@ -725,7 +725,6 @@ def eroded_core_markers(
     touching particles whose neck radius is below :math:`f` times their radius get two cores.
     The maximum filter is separable (``scipy.ndimage.maximum_filter``).
     """
-    import cc3d
     from scipy import ndimage
 
     distance = _check_volume(distance, "distance")
@@ -737,7 +736,7 @@ def eroded_core_markers(
     local = ndimage.maximum_filter(np.asarray(distance, dtype=np.float32), size=size, mode="nearest")
     cores = (distance > 0) & (distance >= np.float32(fraction) * local)
     del local
-    return cc3d.connected_components(cores, connectivity=int(connectivity), out_dtype=np.uint32)
+    return connected_components(cores, connectivity=int(connectivity))
 
 
 def watershed_from_markers(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._shared import InputError
+from .._shared import InputError, connected_components
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
@@ -434,7 +434,6 @@ def estimate_inclusion_model(ct, phases, particles, settings: InclusionSettings 
 def recover_inclusions_block(ct_block, phases_block, particles_block, inner, model: InclusionModel):
     """Inclusion recovery of one block (with halo); returns the refined core, the number of
     inclusions whose peak voxel lies in the core, and the (256, 256) relabelled-voxel counts."""
-    import cc3d
     from scipy import ndimage
 
     refined = phases_block.copy()
@@ -454,7 +453,7 @@ def recover_inclusions_block(ct_block, phases_block, particles_block, inner, mod
         return refined[inner], 0, moved
     # one candidate per connected anomaly within one phase and one sign
     key = np.where(anomaly, phases_block.astype(np.uint32) * 2 + (z > 0), 0).astype(np.uint32)
-    candidates = cc3d.connected_components(key, connectivity=26).astype(np.int64)
+    candidates = connected_components(key, connectivity=26).astype(np.int64)
     del key
     n = int(candidates.max())
     index = np.arange(1, n + 1)
