@@ -277,6 +277,29 @@ def test_foreground_mask_fills_holes_and_removes_dust():
     assert foreground_mask(image, probabilities=probability, pillar=False)[12, 12, 12]
 
 
+def test_foreground_from_noisy_probabilities_is_smoothed_before_the_threshold():
+    """A classifier's matrix probability is thresholded after the one-voxel Gaussian the CT
+    gets: per-voxel noise then leaves a ball's surface smooth instead of notched."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    z, y, x = np.mgrid[:32, :32, :32]
+    ball = (z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 < 10.0**2
+    probability = np.clip(np.where(ball, 0.2, 0.8) + rng.normal(scale=0.35, size=ball.shape), 0, 1)
+    probability = probability.astype(np.float32)
+    options = {"spacing": 1.0, "pillar": False, "fill_holes": False, "min_size_um": 0}
+    smoothed = foreground_mask(probability, probabilities=probability, **options)
+    raw = foreground_mask(probability, probabilities=probability, smooth_um=0, **options)
+    np.testing.assert_array_equal(raw, probability < 0.5)
+    expected = ndimage.gaussian_filter(probability, 1.0, mode="nearest") < 0.5
+    np.testing.assert_array_equal(smoothed, expected)
+
+    def iou(mask):
+        return (mask & ball).sum() / (mask | ball).sum()
+
+    assert iou(raw) < 0.5 and iou(smoothed) > 0.93
+
+
 @pytest.mark.parametrize("method", ["otsu", "gmm"])
 def test_foreground_methods(method):
     rng = np.random.default_rng(2)

@@ -50,7 +50,7 @@ def volume() -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(model, volume):
     """Whole-volume prediction (one block)."""
-    return predict_unet(model, volume, block_shape=volume.shape, boundary=True)
+    return predict_unet(model, volume, block_shape=volume.shape, boundary=True, matrix=True)
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
@@ -66,10 +66,11 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 @pytest.mark.parametrize("block_shape", [(16, 16, 16), (13, 20, 9)])
 def test_result_does_not_depend_on_block_shape(model, volume, reference, block_shape):
-    result = predict_unet(model, volume, block_shape=block_shape, boundary=True)
+    result = predict_unet(model, volume, block_shape=block_shape, boundary=True, matrix=True)
     np.testing.assert_array_equal(result.phases, reference.phases)
     np.testing.assert_array_equal(result.particle, reference.particle)
     np.testing.assert_array_equal(result.boundary, reference.boundary)
+    np.testing.assert_array_equal(result.matrix, reference.matrix)
     assert result.phases.dtype == result.particle.dtype == result.boundary.dtype == np.uint8
     assert set(np.unique(result.phases)) <= set(CLASS_IDS)
     assert set(np.unique(result.particle)) <= {0, 1, 2}
@@ -79,10 +80,12 @@ def test_result_does_not_depend_on_block_shape(model, volume, reference, block_s
 def test_zarr_in_and_out_equal_numpy(model, volume, reference):
     image = zarr.create_array(store={}, shape=volume.shape, chunks=(16, 16, 16), dtype="float32")
     image[:] = volume
-    outs = [zarr.create_array(store={}, shape=volume.shape, chunks=(20, 18, 22), dtype="uint8") for _ in range(3)]
+    outs = [zarr.create_array(store={}, shape=volume.shape, chunks=(20, 18, 22), dtype="uint8") for _ in range(4)]
     result = predict_unet(model, image, block_shape=(20, 18, 22), out_phases=outs[0], out_particle=outs[1],
-                          out_boundary=outs[2])
+                          out_boundary=outs[2], out_matrix=outs[3])
     assert result.phases is outs[0] and result.particle is outs[1] and result.boundary is outs[2]
+    assert result.matrix is outs[3]
+    np.testing.assert_array_equal(outs[3][:], reference.matrix)
     np.testing.assert_array_equal(outs[0][:], reference.phases)
     np.testing.assert_array_equal(outs[1][:], reference.particle)
     np.testing.assert_array_equal(outs[2][:], reference.boundary)
@@ -101,7 +104,7 @@ def test_threads_runner_equals_serial(model, volume, reference):
 
 def test_one_window_equals_the_network(model):
     image = np.random.default_rng(2).random((16, 16, 16)).astype(np.float32)
-    result = predict_unet(model, image, boundary=True, batch_size=1)
+    result = predict_unet(model, image, boundary=True, matrix=True, batch_size=1)
     x = torch.from_numpy((image - 0.5) / 0.25)[None, None]
     with torch.inference_mode():
         phase_logits, particle_logits = model.network.eval()(x)
@@ -110,6 +113,8 @@ def test_one_window_equals_the_network(model):
     np.testing.assert_array_equal(result.particle, particle_logits[0].argmax(0).numpy())
     boundary = torch.softmax(particle_logits[0], 0)[2].numpy()
     assert np.abs(result.boundary.astype(float) - 255 * boundary).max() <= 0.51
+    matrix = torch.softmax(particle_logits[0], 0)[0].numpy()
+    assert np.abs(result.matrix.astype(float) - 255 * matrix).max() <= 0.51
 
 
 def test_foreground_gives_minerals_inside_and_zero_outside(model, volume, reference):

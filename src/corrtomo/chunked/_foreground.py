@@ -214,9 +214,10 @@ def _mask_block(index, *, smoothed, inside, clip, probabilities, refine, thresho
     """
     from scipy import ndimage
 
-    if probabilities is not None:
-        core = smoothed.grid.slices(index)
-        block = _read(probabilities, core, "probabilities") < 0.5
+    if probabilities:  # `smoothed` smooths the matrix probability
+        box, core = smoothed.core(index)
+        block = box < 0.5
+        del box
     elif refine:
         box, core, inner = smoothed.box(index, window)
         local = ndimage.maximum_filter(box, size=tuple(int(2 * w + 1) for w in window), mode="nearest")[inner]
@@ -503,7 +504,7 @@ def foreground_mask_chunked(
             if array is not None and not hasattr(array, "store"):
                 raise InputError("a dask.distributed runner writes into a Zarr array", source=name)
     sigma = float(spacing.min()) if smooth_um is None else float(smooth_um)
-    smoothed = _Smoothed(image, grid, sigma, spacing)
+    smoothed = _Smoothed(image if probabilities is None else probabilities, grid, sigma, spacing)
     if scratch is not None:
         if tuple(int(n) for n in scratch.shape) != shape or np.dtype(scratch.dtype) != np.float32:
             raise InputError(f"must be float32 of shape {shape}, got {scratch.dtype} {tuple(scratch.shape)}",
@@ -605,7 +606,8 @@ def foreground_mask_chunked(
     size_pieces: list[np.ndarray] = []
     components = 6 if fill_holes else 26 if dust and first is target else 0
     for index, found in zip(blocks, runner.map(
-            _mask_block, blocks, clip=pillar is not None, probabilities=probabilities, refine=refine_edges,
+            _mask_block, blocks, clip=pillar is not None, probabilities=probabilities is not None,
+            refine=refine_edges,
             threshold=threshold, matrix=matrix, noise=noise, noise_sigmas=noise_sigmas,
             edge_fraction=edge_fraction, window=window, target=first, components=components, shape=shape,
             **on_blocks), strict=True):

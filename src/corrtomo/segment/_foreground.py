@@ -320,13 +320,16 @@ def foreground_mask(
         two-component Gaussian mixture (the boundary where the matrix posterior falls below 0.5).
         Ignored when `probabilities` is given.
     probabilities : (P, M, N) float ndarray, optional
-        A classifier's matrix probability; foreground is ``probabilities < 0.5``.
+        A classifier's matrix probability; foreground is where it is below 0.5 after the same
+        Gaussian smoothing (`smooth_um`) the image gets otherwise: a voxel-wise decision has
+        ragged surfaces whose notches split particles in the distance-map watershed.
     fill_holes : bool
         Fill cavities enclosed by particles (:func:`fill_cavities`).
     min_size_um : float, optional
         Remove connected components with an ESD below this (default 2 voxels).
     smooth_um : float, optional
-        Gaussian sigma before thresholding in micrometres (default one voxel).
+        Gaussian sigma before thresholding (the image, or the probabilities) in micrometres
+        (default one voxel; 0 for none).
     pillar : Pillar, bool or None
         ``True`` detects a pillar (:func:`detect_pillar`) and clears everything outside it;
         a :class:`Pillar` uses that one; ``False``/``None`` uses the whole volume.
@@ -380,13 +383,13 @@ def foreground_mask(
     elif pillar is False:
         pillar = None
     inside = pillar_mask(image.shape[1:], pillar)
+    sigma = float(spacing.min()) if smooth_um is None else float(smooth_um)
     if probabilities is not None:
         probabilities = _check_image(probabilities, "probabilities")
         if probabilities.shape != image.shape:
             raise InputError(f"shape {probabilities.shape} differs from the image's {image.shape}", source="probabilities")
-        mask = probabilities < 0.5
+        mask = _smooth(probabilities, sigma, spacing) < 0.5
     else:
-        sigma = float(spacing.min()) if smooth_um is None else float(smooth_um)
         smooth = _smooth(image, sigma, spacing)
         values = smooth[:, inside]
         if values.size == 0 or not np.ptp(values) > 0:

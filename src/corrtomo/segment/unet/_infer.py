@@ -51,6 +51,7 @@ Progress = Callable[[str, int, int], None]
 #: Default output block (voxels per axis).
 DEFAULT_BLOCK_SHAPE: tuple[int, int, int] = (128, 128, 128)
 _BOUNDARY = PARTICLE_CLASSES.index("boundary")
+_MATRIX = PARTICLE_CLASSES.index("matrix")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class UNetPrediction:
     boundary : (Z, Y, X) uint8 array or None
         Probability of the particle-boundary class, ``round(255 * p)``; only with
         ``boundary=True`` or `out_boundary`.
+    matrix : (Z, Y, X) uint8 array or None
+        Probability of the particle head's matrix class, ``round(255 * p)``: the soft particle
+        foreground (``matrix < 128`` is about ``particle > 0``); only with ``matrix=True`` or
+        `out_matrix`.
     class_ids : tuple of int
         Phase id of each phase-head output.
     device : str
@@ -83,6 +88,7 @@ class UNetPrediction:
     phases: Any
     particle: Any
     boundary: Any
+    matrix: Any
     class_ids: tuple[int, ...]
     device: str
     window: tuple[int, int, int]
@@ -169,6 +175,7 @@ class _Plan:
     batch_size: int
     particle: bool
     boundary: bool
+    matrix: bool
 
 
 def _read_box(data: Any, box: Sequence[tuple[int, int]], shape: Sequence[int]) -> np.ndarray:
@@ -205,7 +212,7 @@ def _blend(block: tuple[slice, ...], plan: _Plan, data: Any) -> tuple[torch.Tens
     region = (region - np.float32(plan.center)) / np.float32(plan.scale)
     volume = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32)).to(device)
     gaussian = torch.from_numpy(plan.gaussian).to(device)
-    need_particle = plan.particle or plan.boundary
+    need_particle = plan.particle or plan.boundary or plan.matrix
     n_phase = plan.lut.size
     n_particle = plan.network.architecture.n_particle_classes
     phase_sum = torch.zeros((n_phase, *core_shape), dtype=torch.float32, device=device)
@@ -241,13 +248,13 @@ def _blend(block: tuple[slice, ...], plan: _Plan, data: Any) -> tuple[torch.Tens
 
 
 def _predict_block(block: tuple[slice, ...], *, plan: _Plan, data: Any, mask: Any, out_phases: Any,
-                   out_particle: Any, out_boundary: Any) -> int:
+                   out_particle: Any, out_boundary: Any, out_matrix: Any = None) -> int:
     """Predict one block and write it into the outputs (a task of :class:`BlockRunner`)."""
     shape = tuple(s.stop - s.start for s in block)
     inside = None
     if mask is not None:
         inside = read_block(mask, block) != 0
-        if not inside.any() and not (plan.particle or plan.boundary):
+        if not inside.any() and not (plan.particle or plan.boundary or plan.matrix):
             out_phases[block] = np.zeros(shape, np.uint8)
             return int(np.prod(shape))
     with torch.inference_mode():
@@ -266,6 +273,9 @@ def _predict_block(block: tuple[slice, ...], *, plan: _Plan, data: Any, mask: An
         if plan.boundary:
             boundary = torch.round(particle_p[_BOUNDARY] * 255.0).clamp_(0, 255).to(torch.uint8)
             out_boundary[block] = boundary.cpu().numpy()
+        if plan.matrix:
+            matrix = torch.round(particle_p[_MATRIX] * 255.0).clamp_(0, 255).to(torch.uint8)
+            out_matrix[block] = matrix.cpu().numpy()
     return int(np.prod(shape))
 
 
@@ -308,8 +318,10 @@ def predict_unet(
     out_phases: Any = None,
     out_particle: Any = None,
     out_boundary: Any = None,
+    out_matrix: Any = None,
     particle: bool = True,
     boundary: bool = False,
+    matrix: bool = False,
     block_shape: Sequence[int] | int | None = DEFAULT_BLOCK_SHAPE,
     window: Sequence[int] | int | None = None,
     overlap: float = 0.5,
@@ -335,14 +347,18 @@ def predict_unet(
         Particle voxels: outside, the phase is 0; inside, the most probable *mineral* (the
         matrix class is left out), as :meth:`PhaseClassifier.predict` does. The particle output
         is not masked.
-    out_phases, out_particle, out_boundary : (Z, Y, X) uint8 arrays, optional
-        Where to write the phases, the particle classes and the boundary probability (e.g. Zarr
+    out_phases, out_particle, out_boundary, out_matrix : (Z, Y, X) uint8 arrays, optional
+        Where to write the phases, the particle classes, the boundary and the matrix
+        probability (e.g. Zarr
         arrays; a ``dask.distributed`` runner needs Zarr arrays on a path every worker sees).
         Default: numpy arrays. With several workers, give blocks that are whole output chunks.
     particle : bool
         Write the particle-head classes (0 matrix, 1 core, 2 boundary); implied by `out_particle`.
     boundary : bool
         Write the boundary probability as ``round(255 * p)``; implied by `out_boundary`.
+    matrix : bool
+        Write the particle head's matrix probability as ``round(255 * p)`` (the soft particle
+        foreground the pipeline thresholds after smoothing); implied by `out_matrix`.
     block_shape : int or (3,) ints
         Output block; each block evaluates the windows touching it (the result does not depend
         on it).
@@ -398,12 +414,15 @@ def predict_unet(
     chosen = resolve_device(device)
     particle = bool(particle) or out_particle is not None
     boundary = bool(boundary) or out_boundary is not None
+    matrix = bool(matrix) or out_matrix is not None
     out_phases = _check_out(out_phases, shape, "out_phases")
     out_particle = _check_out(out_particle, shape, "out_particle") if particle else None
     out_boundary = _check_out(out_boundary, shape, "out_boundary") if boundary else None
+    out_matrix = _check_out(out_matrix, shape, "out_matrix") if matrix else None
     runner = BlockRunner() if runner is None else runner
     if runner.kind == "distributed":
-        for name, out in (("out_phases", out_phases), ("out_particle", out_particle), ("out_boundary", out_boundary)):
+        for name, out in (("out_phases", out_phases), ("out_particle", out_particle), ("out_boundary", out_boundary),
+                          ("out_matrix", out_matrix)):
             if out is not None and not hasattr(out, "store"):
                 raise InputError(f"a dask.distributed runner writes into Zarr arrays: pass {name}=", source=name)
 
@@ -413,15 +432,15 @@ def predict_unet(
         shape=shape, window=window,
         starts=tuple(_window_starts(n, w, s) for n, w, s in zip(shape, window, stride, strict=True)),
         gaussian=_gaussian(window), lut=lut, minerals=minerals, batch_size=int(batch_size),
-        particle=particle, boundary=boundary,
+        particle=particle, boundary=boundary, matrix=matrix,
     )
     blocks = list(iter_blocks(shape, _block_shape(block_shape, shape)))
     done = 0
     for _ in runner.map(_predict_block, blocks, plan=plan, data=data, mask=mask, out_phases=out_phases,
-                        out_particle=out_particle, out_boundary=out_boundary):
+                        out_particle=out_particle, out_boundary=out_boundary, out_matrix=out_matrix):
         done += 1
         if progress is not None:
             progress("unet", done, len(blocks))
-    return UNetPrediction(phases=out_phases, particle=out_particle, boundary=out_boundary,
+    return UNetPrediction(phases=out_phases, particle=out_particle, boundary=out_boundary, matrix=out_matrix,
                           class_ids=tuple(int(c) for c in model.class_ids), device=str(chosen),
                           window=window, stride=stride)
