@@ -9,6 +9,11 @@ import numpy as np
 _PLANE_CONNECTIVITY = {6: 4, 18: 8, 26: 8}
 
 
+def _thick_axes(shape) -> list[int]:
+    """The axes longer than one voxel."""
+    return [axis for axis, n in enumerate(shape) if n > 1]
+
+
 def connected_components(
     image: np.ndarray,
     connectivity: int = 26,
@@ -21,9 +26,10 @@ def connected_components(
     cc3d 4.1 estimates its union-find size from the array's shape and can under-count on
     arrays one voxel thick along an axis (a raster line with 26-connectivity, rarely a plane),
     where it raises ``RuntimeError: maximum length exception``; its 2D path labels some bool
-    planes with a background voxel in a component, but not the same plane as uint8. Such arrays are labelled as
-    the 2D plane (or line) they are, with the connectivity that equals the 3D one there, so
-    the labels (1..n in raster order) are the same as a correct 3D labelling would give.
+    planes with a background voxel in a component, but not the same plane as uint8. Such
+    arrays are labelled as the 2D plane (or line) they are, with the connectivity that equals
+    the 3D one there, so the labels (1..n in raster order) are the same as a correct 3D
+    labelling would give.
 
     Parameters
     ----------
@@ -48,7 +54,7 @@ def connected_components(
     connectivity = int(connectivity)
     if connectivity not in _PLANE_CONNECTIVITY:
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
-    thick = [axis for axis, n in enumerate(image.shape) if n > 1]
+    thick = _thick_axes(image.shape)
     if image.ndim == 3 and len(thick) < 3 and image.size:
         if len(thick) == 2:
             flat = image.reshape([image.shape[axis] for axis in thick])
@@ -80,7 +86,7 @@ def remove_dust(mask: np.ndarray, min_voxels: int, connectivity: int = 26) -> np
     Uses ``cc3d.dust`` (in place on ``mask``, which must then be a bool array) except on arrays
     one voxel thick, which are labelled with :func:`connected_components`.
     """
-    if sum(1 for n in np.shape(mask) if n > 1) == 3:
+    if len(_thick_axes(np.shape(mask))) == 3:
         import cc3d
 
         return cc3d.dust(mask, threshold=int(min_voxels), connectivity=int(connectivity),

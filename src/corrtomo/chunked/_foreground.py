@@ -204,7 +204,7 @@ def _sparse_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return present.astype(np.uint16), counts[present]
 
 
-def _mask_block(index, *, smoothed, inside, clip, probabilities, refine, threshold, matrix, noise, noise_sigmas,
+def _mask_block(index, *, smoothed, inside, clip, from_probabilities, refine, threshold, matrix, noise, noise_sigmas,
                 edge_fraction, window, target, components, shape):
     """Write one block of the mask (before cavities and dust) and return its components' shell.
 
@@ -214,7 +214,7 @@ def _mask_block(index, *, smoothed, inside, clip, probabilities, refine, thresho
     """
     from scipy import ndimage
 
-    if probabilities:  # `smoothed` smooths the matrix probability
+    if from_probabilities:  # `smoothed` smooths the matrix probability
         box, core = smoothed.core(index)
         block = box < 0.5
         del box
@@ -606,7 +606,7 @@ def foreground_mask_chunked(
     size_pieces: list[np.ndarray] = []
     components = 6 if fill_holes else 26 if dust and first is target else 0
     for index, found in zip(blocks, runner.map(
-            _mask_block, blocks, clip=pillar is not None, probabilities=probabilities is not None,
+            _mask_block, blocks, clip=pillar is not None, from_probabilities=probabilities is not None,
             refine=refine_edges,
             threshold=threshold, matrix=matrix, noise=noise, noise_sigmas=noise_sigmas,
             edge_fraction=edge_fraction, window=window, target=first, components=components, shape=shape,

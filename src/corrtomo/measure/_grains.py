@@ -113,7 +113,6 @@ def label_grains(particles, phases, *, connectivity: int = 26) -> GrainLabels:
     are labelled with ``cc3d.connected_components``, which only joins equal neighbouring keys, so
     a grain never crosses a particle or phase boundary.
     """
-
     image = check_label_image(particles, "particles")
     phase_image = check_phase_image(phases, image)
     if connectivity not in (6, 18, 26):

@@ -248,7 +248,6 @@ def fill_cavities(mask: np.ndarray) -> np.ndarray:
     Background components are 6-connected (the complement of 26-connected objects), labelled
     with ``cc3d`` in one pass.
     """
-
     mask = np.asarray(mask, dtype=bool)
     background = connected_components(~mask, connectivity=6)
     n = int(background.max(initial=0))

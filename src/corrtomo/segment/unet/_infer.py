@@ -177,6 +177,10 @@ class _Plan:
     boundary: bool
     matrix: bool
 
+    @property
+    def needs_particle_head(self) -> bool:
+        return self.particle or self.boundary or self.matrix
+
 
 def _read_box(data: Any, box: Sequence[tuple[int, int]], shape: Sequence[int]) -> np.ndarray:
     """``data[box]`` as float32; parts beyond the volume (only where it is shorter than the
@@ -212,7 +216,7 @@ def _blend(block: tuple[slice, ...], plan: _Plan, data: Any) -> tuple[torch.Tens
     region = (region - np.float32(plan.center)) / np.float32(plan.scale)
     volume = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32)).to(device)
     gaussian = torch.from_numpy(plan.gaussian).to(device)
-    need_particle = plan.particle or plan.boundary or plan.matrix
+    need_particle = plan.needs_particle_head
     n_phase = plan.lut.size
     n_particle = plan.network.architecture.n_particle_classes
     phase_sum = torch.zeros((n_phase, *core_shape), dtype=torch.float32, device=device)
@@ -247,14 +251,19 @@ def _blend(block: tuple[slice, ...], plan: _Plan, data: Any) -> tuple[torch.Tens
     return phase_sum, particle_sum
 
 
+def _as_bytes(probability: torch.Tensor) -> np.ndarray:
+    """A probability as uint8 ``round(255 p)``."""
+    return torch.round(probability * 255.0).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+
+
 def _predict_block(block: tuple[slice, ...], *, plan: _Plan, data: Any, mask: Any, out_phases: Any,
-                   out_particle: Any, out_boundary: Any, out_matrix: Any = None) -> int:
+                   out_particle: Any, out_boundary: Any, out_matrix: Any) -> int:
     """Predict one block and write it into the outputs (a task of :class:`BlockRunner`)."""
     shape = tuple(s.stop - s.start for s in block)
     inside = None
     if mask is not None:
         inside = read_block(mask, block) != 0
-        if not inside.any() and not (plan.particle or plan.boundary or plan.matrix):
+        if not inside.any() and not plan.needs_particle_head:
             out_phases[block] = np.zeros(shape, np.uint8)
             return int(np.prod(shape))
     with torch.inference_mode():
@@ -271,11 +280,9 @@ def _predict_block(block: tuple[slice, ...], *, plan: _Plan, data: Any, mask: An
         if plan.particle:
             out_particle[block] = torch.argmax(particle_p, dim=0).to(torch.uint8).cpu().numpy()
         if plan.boundary:
-            boundary = torch.round(particle_p[_BOUNDARY] * 255.0).clamp_(0, 255).to(torch.uint8)
-            out_boundary[block] = boundary.cpu().numpy()
+            out_boundary[block] = _as_bytes(particle_p[_BOUNDARY])
         if plan.matrix:
-            matrix = torch.round(particle_p[_MATRIX] * 255.0).clamp_(0, 255).to(torch.uint8)
-            out_matrix[block] = matrix.cpu().numpy()
+            out_matrix[block] = _as_bytes(particle_p[_MATRIX])
     return int(np.prod(shape))
 
 
@@ -349,8 +356,8 @@ def predict_unet(
         is not masked.
     out_phases, out_particle, out_boundary, out_matrix : (Z, Y, X) uint8 arrays, optional
         Where to write the phases, the particle classes, the boundary and the matrix
-        probability (e.g. Zarr
-        arrays; a ``dask.distributed`` runner needs Zarr arrays on a path every worker sees).
+        probability (e.g. Zarr arrays; a ``dask.distributed`` runner needs Zarr arrays on a path
+        every worker sees).
         Default: numpy arrays. With several workers, give blocks that are whole output chunks.
     particle : bool
         Write the particle-head classes (0 matrix, 1 core, 2 boundary); implied by `out_particle`.
