@@ -17,7 +17,7 @@ from corrtomo.io import read_volume
 from corrtomo.pipeline import demo_config, parse_config, run_pipeline
 from corrtomo.synth import make_sample, write_sample
 
-TINY = {"patch": 32, "base_channels": 4, "levels": 3, "max_steps": 40, "batch_size": 2, "patience": 2, "learning_rate": 0.01,
+TINY = {"patch": 32, "base_channels": 4, "levels": 3, "max_steps": 40, "batch_size": 2, "patience": 2,
         "overlap": 0.25, "device": "cpu"}
 
 

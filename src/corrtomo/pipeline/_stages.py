@@ -588,22 +588,18 @@ def _unet_phases(context: RunContext, out: Path, foreground) -> tuple[Any, dict]
         ct = context.lazy("volume", "ct.ome.zarr")
         raw = context.work_array(out, "raw", np.uint8)
         particle = context.work_array(out, "particle", np.uint8) if want_particles else None
-        matrix = context.work_array(out, "matrix", np.uint8) if want_particles else None
         block = context.chunks
     else:
         ct = context.read("volume", "ct.ome.zarr")
-        raw = particle = matrix = None
+        raw = particle = None
         block = tuple(int(n) for n in ct.shape)  # one block: each window runs once
     prediction = predict_unet(model, ct, spacing=spacing, foreground=foreground, out_phases=raw,
-                              out_particle=particle, particle=want_particles, out_matrix=matrix,
-                              matrix=want_particles, block_shape=block,
+                              out_particle=particle, particle=want_particles, block_shape=block,
                               overlap=options.overlap, device=options.device, progress=context.progress,
                               runner=context.runner if context.chunked else None)
     extra: dict[str, Any] = {"device": str(prediction.device), "window": list(prediction.window)}
     if want_particles:  # the particle head (0 matrix, 1 core, 2 boundary; non-zero = particle voxels)
         _zarr(out / "unet_foreground.ome.zarr", prediction.particle, spacing, context.config.output.chunk)
-        # its matrix probability (round(255 p)), which the particles stage smooths and thresholds
-        _zarr(out / "unet_matrix.ome.zarr", prediction.matrix, spacing, context.config.output.chunk)
     return prediction.phases, extra
 
 
@@ -689,9 +685,9 @@ def _run_phases(context: RunContext, out: Path) -> dict:
 
 
 class _HeadMatrix:
-    """A read-only float32 view of the U-Net particle head's matrix probability (stored as
-    ``round(255 p)``), which :func:`~corrtomo.segment.foreground_mask` takes as a classifier's
-    matrix probability."""
+    """A read-only float32 view of the U-Net particle head: 1 where its most probable class is
+    matrix (0), else 0, which :func:`~corrtomo.segment.foreground_mask` takes as a matrix
+    probability (and smooths before its 0.5 threshold)."""
 
     dtype = np.dtype(np.float32)
 
@@ -704,17 +700,19 @@ class _HeadMatrix:
     def __getitem__(self, index) -> np.ndarray:
         from ..chunked import read_block
 
-        return np.asarray(read_block(self.head, index), dtype=np.float32) / np.float32(255.0)
+        return (np.asarray(read_block(self.head, index)) == 0).astype(np.float32)
 
 
 def _particle_voxels(context: RunContext, out: Path):
     """The particle voxels: the CT foreground, or the U-Net's particle head cleaned as it is.
 
-    The head's matrix probability is smoothed with the foreground's one-voxel Gaussian and
-    thresholded at 0.5, as the CT is smoothed before its threshold, then clipped to the pillar,
-    its cavities filled and its dust removed with the foreground stage's options. The head's
-    most probable class alone leaves ragged surfaces that split particles at their notches
-    (li-slag: particle F1 0.746 from the cleaned classes, 0.931 from the smoothed probability).
+    The head's matrix decision (its most probable class is matrix) is smoothed with the
+    foreground's one-voxel Gaussian and thresholded at 0.5, as the CT is smoothed before its
+    threshold, then clipped to the pillar, its cavities filled and its dust removed with the
+    foreground stage's options. Unsmoothed, its ragged surface splits particles at the notches
+    (``bench/bench_particle_head.py``: particle F1 0.746 -> 0.853 on li-slag, 0.532 -> 0.831 on
+    talc-saxolite). The head's matrix probability below 0.5 gives 0.940 on li-slag but 0.427 on
+    talc-saxolite, whose head keeps it below 0.5 in much of the matrix.
     """
     if context.config.stages.particles.foreground != "unet":
         if context.chunked:
@@ -729,14 +727,14 @@ def _particle_voxels(context: RunContext, out: Path):
 
         voxels = context.work_array(out, "unet_foreground", np.uint8)
         foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, chunks=context.chunks,
-                                out=voxels, probabilities=_HeadMatrix(context.lazy("phases", "unet_matrix.ome.zarr")),
+                                out=voxels, probabilities=_HeadMatrix(context.lazy("phases", "unet_foreground.ome.zarr")),
                                 pillar=pillar, fill_holes=options.fill_holes, runner=context.runner,
                                 mask_scratch=context.work_array(out, "unet_first_mask", np.uint8))
         return voxels
     from ..segment import foreground_mask
 
-    matrix = context.read("phases", "unet_matrix.ome.zarr")  # the image is not read with probabilities
-    return foreground_mask(matrix, spacing=spacing, probabilities=_HeadMatrix(matrix)[...], pillar=pillar,
+    head = context.read("phases", "unet_foreground.ome.zarr")  # the image is not read with probabilities
+    return foreground_mask(head, spacing=spacing, probabilities=_HeadMatrix(head)[...], pillar=pillar,
                            fill_holes=options.fill_holes)
 
 
