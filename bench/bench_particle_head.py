@@ -13,10 +13,17 @@ Rules (all cleaned as the CT foreground is: pillar, cavities, dust):
 
 - ``classes``: the head's most probable class is not matrix (the pipeline before this bench);
 - ``classes, smoothed``: that matrix decision smoothed with the one-voxel Gaussian the CT gets,
-  below 0.5 (the pipeline's rule);
+  below 0.5 (the pipeline's rule until the calibrated threshold);
 - ``matrix p``: the head's matrix probability below 0.5;
 - ``matrix p, smoothed``: the same after the one-voxel Gaussian;
-- ``classes p, smoothed``: each class probability smoothed, then the most probable class.
+- ``classes p, smoothed``: each class probability smoothed, then the most probable class;
+- ``... prior-corrected``: the head's probabilities divided by the class weights of its training loss
+  and renormalised, ``p_c = q_c / w_c / sum_j q_j / w_j`` (the minimiser of a class-weighted
+  cross-entropy is ``q_c ∝ w_c p_c``, Saerens et al. 2002), then the rule;
+- ``matrix p, smoothed, calibrated t``: the smoothed matrix probability below the model's
+  calibrated threshold (:func:`corrtomo.segment.unet.calibrate_matrix_threshold`: the
+  balanced-accuracy optimum on the held-out labelled voxels of its validation patches; new
+  models carry it from training), the pipeline's rule.
 
 Writes ``bench/results/bench_particle_head[_TAG].md``.
 """
@@ -57,7 +64,7 @@ def bench_run(run: Path) -> list[tuple[str, dict]]:
 
     from corrtomo.io import read_volume
     from corrtomo.segment import detect_pillar, foreground_mask
-    from corrtomo.segment.unet import load_unet, predict_unet
+    from corrtomo.segment.unet import calibrate_matrix_threshold, load_unet, predict_unet
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     base = Path(config["base_dir"])
@@ -68,6 +75,8 @@ def bench_run(run: Path) -> list[tuple[str, dict]]:
     particle_options = config["stages"]["particles"]
     pillar = detect_pillar(ct, spacing=spacing) if config["stages"]["foreground"].get("pillar", True) else None
     model = load_unet(run / "train" / "phase_unet.unet", spacing=spacing)
+    calibration = (model.training.get("matrix_threshold")
+                   or calibrate_matrix_threshold(model, volume.data, read_volume(run / "labels" / "labels.ome.zarr").data))
     start = time.perf_counter()
     head = predict_unet(model, ct, spacing=spacing, particle=True, boundary=True, matrix=True,
                         block_shape=ct.shape)
@@ -81,23 +90,34 @@ def bench_run(run: Path) -> list[tuple[str, dict]]:
         return ndimage.gaussian_filter(p, sigma, mode="nearest")
 
     classes_matrix = (head.particle == 0).astype(np.float32)
+    weights = np.asarray(model.training["class_weights"]["particle"], dtype=np.float32)
+    corrected = np.stack([matrix / weights[0], core / weights[1], boundary / weights[2]])
+    corrected /= np.maximum(corrected.sum(axis=0), np.float32(1e-12))
+    corrected_matrix = corrected[0]
+    corrected_classes = (corrected_matrix >= np.maximum(corrected[1], corrected[2])).astype(np.float32)
+    del corrected
     class_argmax = (smoothed(matrix) >= np.maximum(smoothed(core), smoothed(boundary))).astype(np.float32)
     rules = [
         ("classes", classes_matrix, 0.0),
-        ("classes, smoothed (pipeline)", classes_matrix, None),
+        ("classes, smoothed", classes_matrix, None),
         ("matrix p", matrix, 0.0),
         ("matrix p, smoothed", matrix, None),
         ("classes p, smoothed", class_argmax, 0.0),
+        ("classes prior-corrected, smoothed", corrected_classes, None),
+        ("matrix p prior-corrected, smoothed", corrected_matrix, None),
     ]
+    threshold = float(calibration["value"])
+    rule = f"matrix p, smoothed, calibrated t = {threshold:.2f} (pipeline)"
     ct_foreground = np.asarray(read_volume(run / "foreground" / "foreground.ome.zarr").data) > 0
     rows = [("CT foreground (classical)", score(truth, ct_foreground, spacing, particle_options, pillar))]
-    for name, probability, smooth_um in rules:
+    for name, probability, smooth_um, cut in [(*r, 0.5) for r in rules] + [(rule, matrix, None, threshold)]:
         foreground = foreground_mask(ct, spacing=spacing, probabilities=probability, smooth_um=smooth_um,
+                                     matrix_threshold=cut,
                                      pillar=pillar if pillar is not None else False,
                                      fill_holes=config["stages"]["foreground"].get("fill_holes", True))
         rows.append((name, score(truth, foreground, spacing, particle_options, pillar)))
-    print(f"{run}: head predicted in {predict_s:.1f} s")
-    return rows
+    print(f"{run}: head predicted in {predict_s:.1f} s; calibration {calibration}")
+    return rows, calibration
 
 
 def main() -> None:
@@ -111,10 +131,14 @@ def main() -> None:
         lines += [f"run: `{run}`", "",
                   "| particle foreground | particle F1 | precision | recall | particles (true) | foreground IoU |",
                   "|---|---|---|---|---|---|"]
-        for name, row in bench_run(run):
+        rows, calibration = bench_run(run)
+        for name, row in rows:
             lines.append(f"| {name} | {row['f1']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | "
                          f"{row['n']} ({row['n_true']}) | {row['foreground_iou']:.3f} |")
-        lines.append("")
+        voxels = calibration["voxels"]
+        lines += ["", f"calibration: t = {calibration['value']:.2f}, balanced accuracy "
+                      f"{calibration['balanced_accuracy']:.4f} (at 0.5: {calibration['at_half']:.4f}) on "
+                      f"{voxels['matrix']} matrix and {voxels['particle']} particle held-out voxels", ""]
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -96,6 +96,13 @@ def test_options_given_pillar_no_refinement_and_probabilities(talc):
     expected = foreground_mask(ct, spacing=spacing, probabilities=probabilities)
     actual = foreground_mask_chunked(ct, spacing=spacing, chunks=(20, 30, 40), probabilities=probabilities)
     np.testing.assert_array_equal(actual, expected)
+    # a calibrated threshold of the matrix probability: the same in blocks, and a different mask
+    expected = foreground_mask(ct, spacing=spacing, probabilities=probabilities, matrix_threshold=0.8)
+    actual, info = foreground_mask_chunked(ct, spacing=spacing, chunks=(20, 30, 40), probabilities=probabilities,
+                                           matrix_threshold=0.8, return_info=True)
+    np.testing.assert_array_equal(actual, expected)
+    assert info["threshold"] == 0.8 and expected.sum() > foreground_mask(ct, spacing=spacing,
+                                                                           probabilities=probabilities).sum()
 
 
 @pytest.mark.parametrize("chunks", [(8, 8, 8), (16, 16, 16), (7, 11, 13), (40, 44, 5)])
@@ -227,6 +234,7 @@ def test_bad_input_gives_one_line_errors(quick):
         (ct, {"out": np.zeros((4, 4, 4), bool)}, "differs"),
         (ct, {"out": np.zeros(ct.shape, np.float32)}, "dtype"),
         (ct, {"probabilities": ct[:10]}, "differs"),
+        (ct, {"probabilities": ct, "matrix_threshold": 1.0}, "must lie in"),
         (np.ones((8, 8, 8), np.float32), {"pillar": False}, "constant"),
     ]
     for image, options, message in cases:

@@ -300,6 +300,21 @@ def test_foreground_from_noisy_probabilities_is_smoothed_before_the_threshold():
     assert iou(raw) < 0.5 and iou(smoothed) > 0.93
 
 
+def test_foreground_from_a_shifted_matrix_probability_needs_its_threshold():
+    """A head that keeps the matrix probability at 0.3 in the matrix (and 0.05 in a ball) has
+    no particle/matrix border at 0.5; its calibrated threshold (between the two) finds the ball."""
+    z, y, x = np.mgrid[:32, :32, :32]
+    ball = (z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 < 10.0**2
+    probability = np.where(ball, 0.05, 0.3).astype(np.float32)
+    options = {"spacing": 1.0, "pillar": False, "fill_holes": False, "min_size_um": 0, "smooth_um": 0}
+    assert foreground_mask(probability, probabilities=probability, **options).all()  # 0.5: all particle
+    found = foreground_mask(probability, probabilities=probability, matrix_threshold=0.175, **options)
+    np.testing.assert_array_equal(found, ball)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(InputError, match="matrix_threshold"):
+            foreground_mask(probability, probabilities=probability, matrix_threshold=bad, **options)
+
+
 @pytest.mark.parametrize("method", ["otsu", "gmm"])
 def test_foreground_methods(method):
     rng = np.random.default_rng(2)

@@ -58,7 +58,12 @@ def test_unet_pipeline_in_memory_and_chunked_agree(sample, tmp_path):
     phases = _volume(memory.run_dir, "phases", "phases.ome.zarr")
     foreground = _volume(memory.run_dir, "foreground", "foreground.ome.zarr") > 0
     assert not phases[~foreground].any() and phases[foreground].min() > 0  # minerals inside the foreground only
-    unet_foreground = _volume(memory.run_dir, "phases", "unet_foreground.ome.zarr") > 0
+    threshold = model["training"]["matrix_threshold"]["value"]
+    assert 0.0 < threshold < 1.0
+    assert next(r for r in memory.stages if r.stage == "phases").result["matrix_threshold"] == threshold
+    head_matrix = _volume(memory.run_dir, "phases", "unet_matrix.ome.zarr")
+    assert head_matrix.dtype == np.uint8
+    unet_foreground = head_matrix < 255 * threshold
     assert 0.05 < unet_foreground.mean() < 0.95
 
     chunked = run_pipeline(_config(sample, mode="chunked", chunk=32), tmp_path / "chunked", until="particles",
@@ -66,15 +71,22 @@ def test_unet_pipeline_in_memory_and_chunked_agree(sample, tmp_path):
     assert chunked.stages[0].result["chunked"] is True
     # the sliding windows lie on one global grid, so 32^3 blocks give the in-memory result exactly
     np.testing.assert_array_equal(_volume(chunked.run_dir, "phases", "phases.ome.zarr"), phases)
-    np.testing.assert_array_equal(_volume(chunked.run_dir, "phases", "unet_foreground.ome.zarr") > 0,
-                                  unet_foreground)
+    # the same windows; only float sums in another order, so a probability may round the other way
+    chunked_matrix = _volume(chunked.run_dir, "phases", "unet_matrix.ome.zarr").astype(np.int16)
+    assert np.abs(chunked_matrix - head_matrix).max() <= 1
+    assert (chunked_matrix != head_matrix).mean() < 1e-3
 
-    # the particles come from the head cleaned as the CT foreground is: no cavities, no dust
+    # the particles come from the head's smoothed matrix probability below the calibrated
+    # threshold, cleaned as the CT foreground is: no cavities, no dust
     import cc3d
+    from scipy import ndimage
 
     from corrtomo.segment import fill_cavities
 
     particles = _volume(memory.run_dir, "particles", "particles.ome.zarr") > 0
+    smoothed = ndimage.gaussian_filter(head_matrix.astype(np.float32) / 255, 1.0, mode="nearest")
+    head_foreground = fill_cavities(smoothed < np.float32(threshold))
+    assert not (particles & ~head_foreground).any()  # cleaning only fills cavities and removes
     assert particles.mean() > 0.5 * unet_foreground.mean()
     np.testing.assert_array_equal(fill_cavities(particles), particles)
     dust = int(np.ceil(np.pi / 6 * 0.2**3 / 0.1**3))  # the default smallest size: 2 voxels across

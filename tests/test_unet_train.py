@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 from scipy import ndimage
 
@@ -14,7 +17,9 @@ from corrtomo.segment.unet import (  # noqa: E402
     PARTICLE_CLASSES,
     UNetModel,
     UNetTrainingSettings,
+    calibrate_matrix_threshold,
     masked_loss,
+    matrix_threshold_from_votes,
     particle_targets,
     train_unet,
 )
@@ -111,6 +116,54 @@ def test_training_summary_and_progress():
     assert sum(training["particle_voxels"].values()) + sum(training["validation_voxels"].values()) == (labels > 0).sum()
     assert set(model.normalisation) == {"center", "scale"}
     assert model.voxel_size_um == (1.0, 0.5, 0.5)
+
+
+def test_calibrated_matrix_threshold_is_stored_and_reproduced():
+    grey, labels, _ = blobs()
+    settings = UNetTrainingSettings(**TINY, max_steps=30, validate_every=10, validation_patches=4, seed=1)
+    model = train_unet(grey, labels, spacing=1.0, settings=settings)
+    stored = model.training["matrix_threshold"]
+    assert 0.0 < stored["value"] < 1.0 and stored["value"] == model.matrix_threshold
+    assert stored["voxels"]["matrix"] > 0 and stored["voxels"]["particle"] > 0
+    assert stored["balanced_accuracy"] >= stored["at_half"]
+    # a saved model's threshold is found again from its labels and training settings
+    assert calibrate_matrix_threshold(model, grey, labels) == stored
+    # a model saved before the calibration existed thresholds at 0.5
+    del model.training["matrix_threshold"]
+    assert model.matrix_threshold == 0.5
+
+
+def test_matrix_threshold_separates_a_shifted_head():
+    # a head whose matrix probability never reaches 0.5: matrix voxels in [0.3, 0.4), particle
+    # voxels in [0, 0.1); every t in (0.1, 0.3] separates them, the middle is 0.2
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0.3, 0.4, 300), rng.uniform(0.0, 0.1, 100)])
+    is_matrix = np.arange(400) < 300
+    found = matrix_threshold_from_votes(p, is_matrix)
+    assert found["value"] == pytest.approx(0.2)
+    assert found["balanced_accuracy"] == 1.0 and found["at_half"] == 0.5
+    assert found["voxels"] == {"matrix": 300, "particle": 100}
+    # one class missing: no calibration
+    assert matrix_threshold_from_votes(p[:300], is_matrix[:300])["value"] == 0.5
+
+
+@hypothesis_settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=2, max_size=60))
+def test_matrix_threshold_is_a_balanced_accuracy_optimum(votes):
+    p = np.array([v[0] for v in votes])
+    is_matrix = np.array([v[1] for v in votes])
+    found = matrix_threshold_from_votes(p, is_matrix)
+    if is_matrix.all() or not is_matrix.any():
+        assert found["value"] == 0.5
+        return
+
+    def balanced(t):
+        return 0.5 * ((p[is_matrix] >= t).mean() + (p[~is_matrix] < t).mean())
+
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    assert balanced(found["value"]) == pytest.approx(found["balanced_accuracy"])
+    assert found["balanced_accuracy"] == pytest.approx(max(balanced(t) for t in grid))
+    assert found["at_half"] == pytest.approx(balanced(0.5))
 
 
 def test_missing_library_phase_can_be_required():

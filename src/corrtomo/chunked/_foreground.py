@@ -216,7 +216,7 @@ def _mask_block(index, *, smoothed, inside, clip, from_probabilities, refine, th
 
     if from_probabilities:  # `smoothed` smooths the matrix probability
         box, core = smoothed.core(index)
-        block = box < 0.5
+        block = box < np.float32(threshold)
         del box
     elif refine:
         box, core, inner = smoothed.box(index, window)
@@ -343,6 +343,7 @@ def foreground_mask_chunked(
     out=None,
     method: str = "otsu",
     probabilities=None,
+    matrix_threshold: float = 0.5,
     fill_holes: bool = True,
     min_size_um: float | None = None,
     smooth_um: float | None = None,
@@ -371,7 +372,7 @@ def foreground_mask_chunked(
     out : zarr.Array or ndarray of bool or unsigned int, optional
         Where the mask is written, block by block (same shape as `image`, best with the same
         chunks; 1 = foreground). Default: a new bool numpy array.
-    method, probabilities, fill_holes, min_size_um, smooth_um, pillar, refine_edges, noise_sigmas, edge_window_um, edge_fraction, rng
+    method, probabilities, matrix_threshold, fill_holes, min_size_um, smooth_um, pillar, refine_edges, noise_sigmas, edge_window_um, edge_fraction, rng
         As in :func:`corrtomo.segment.foreground_mask` (same defaults). `probabilities` may be a
         numpy, Zarr or Dask array too.
     return_info : bool
@@ -469,7 +470,7 @@ def foreground_mask_chunked(
     """
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    from corrtomo.segment._foreground import _gmm_threshold
+    from corrtomo.segment._foreground import _gmm_threshold, _matrix_threshold
 
     timings: dict[str, float] = {}
     shape = _check_volume(image, "image")
@@ -477,6 +478,7 @@ def foreground_mask_chunked(
     if method not in _METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(_METHODS)}", source="method")
     if probabilities is not None:
+        matrix_threshold = _matrix_threshold(matrix_threshold)
         probability_shape = _check_volume(probabilities, "probabilities")
         if probability_shape != shape:
             raise InputError(f"shape {probability_shape} differs from the image's {shape}", source="probabilities")
@@ -538,7 +540,9 @@ def foreground_mask_chunked(
     # 2.-4. the global threshold, matrix level and noise
     threshold = matrix = noise = None
     start = time.perf_counter()
-    if probabilities is None:
+    if probabilities is not None:
+        threshold = matrix_threshold  # of the smoothed matrix probability
+    else:
         n_inside = int(np.count_nonzero(inside))
         n = shape[0] * n_inside
         generator = as_rng(rng)

@@ -574,10 +574,12 @@ def _run_train(context: RunContext, out: Path) -> dict:
 
 
 UNET_MODEL = "phase_unet.unet"
+UNET_MATRIX = "unet_matrix.ome.zarr"
 
 
 def _unet_phases(context: RunContext, out: Path, foreground) -> tuple[Any, dict]:
-    """Raw phases (and, for ``particles.foreground: unet``, the particle foreground) of the U-Net."""
+    """Raw phases (and, for ``particles.foreground: unet``, the particle head's matrix
+    probability, ``unet_matrix.ome.zarr``, uint8 ``round(255 p)``) of the U-Net."""
     from ..segment.unet import load_unet, predict_unet
 
     options = context.config.stages.phases.unet
@@ -587,19 +589,20 @@ def _unet_phases(context: RunContext, out: Path, foreground) -> tuple[Any, dict]
     if context.chunked:
         ct = context.lazy("volume", "ct.ome.zarr")
         raw = context.work_array(out, "raw", np.uint8)
-        particle = context.work_array(out, "particle", np.uint8) if want_particles else None
+        matrix = context.work_array(out, "matrix", np.uint8) if want_particles else None
         block = context.chunks
     else:
         ct = context.read("volume", "ct.ome.zarr")
-        raw = particle = None
+        raw = matrix = None
         block = tuple(int(n) for n in ct.shape)  # one block: each window runs once
     prediction = predict_unet(model, ct, spacing=spacing, foreground=foreground, out_phases=raw,
-                              out_particle=particle, particle=want_particles, block_shape=block,
+                              out_matrix=matrix, matrix=want_particles, block_shape=block,
                               overlap=options.overlap, device=options.device, progress=context.progress,
                               runner=context.runner if context.chunked else None)
     extra: dict[str, Any] = {"device": str(prediction.device), "window": list(prediction.window)}
-    if want_particles:  # the particle head (0 matrix, 1 core, 2 boundary; non-zero = particle voxels)
-        _zarr(out / "unet_foreground.ome.zarr", prediction.particle, spacing, context.config.output.chunk)
+    if want_particles:
+        _zarr(out / UNET_MATRIX, prediction.matrix, spacing, context.config.output.chunk)
+        extra["matrix_threshold"] = model.matrix_threshold
     return prediction.phases, extra
 
 
@@ -685,9 +688,9 @@ def _run_phases(context: RunContext, out: Path) -> dict:
 
 
 class _HeadMatrix:
-    """A read-only float32 view of the U-Net particle head: 1 where its most probable class is
-    matrix (0), else 0, which :func:`~corrtomo.segment.foreground_mask` takes as a matrix
-    probability (and smooths before its 0.5 threshold)."""
+    """A read-only float32 view of the U-Net particle head's matrix probability (stored as
+    uint8 ``round(255 p)``), which :func:`~corrtomo.segment.foreground_mask` smooths before its
+    threshold."""
 
     dtype = np.dtype(np.float32)
 
@@ -700,19 +703,26 @@ class _HeadMatrix:
     def __getitem__(self, index) -> np.ndarray:
         from ..chunked import read_block
 
-        return (np.asarray(read_block(self.head, index)) == 0).astype(np.float32)
+        return np.asarray(read_block(self.head, index)).astype(np.float32) / np.float32(255.0)
+
+
+def _unet_matrix_threshold(context: RunContext) -> float:
+    from ..segment.unet import load_unet
+
+    return load_unet(context.path("train", UNET_MODEL)).matrix_threshold
 
 
 def _particle_voxels(context: RunContext, out: Path):
     """The particle voxels: the CT foreground, or the U-Net's particle head cleaned as it is.
 
-    The head's matrix decision (its most probable class is matrix) is smoothed with the
-    foreground's one-voxel Gaussian and thresholded at 0.5, as the CT is smoothed before its
-    threshold, then clipped to the pillar, its cavities filled and its dust removed with the
-    foreground stage's options. Unsmoothed, its ragged surface splits particles at the notches
-    (``bench/bench_particle_head.py``: particle F1 0.746 -> 0.853 on li-slag, 0.532 -> 0.831 on
-    talc-saxolite). The head's matrix probability below 0.5 gives 0.940 on li-slag but 0.427 on
-    talc-saxolite, whose head keeps it below 0.5 in much of the matrix.
+    The head's matrix probability is smoothed with the foreground's one-voxel Gaussian (as the
+    CT is before its threshold; unsmoothed, a ragged surface splits particles at its notches)
+    and thresholded at the model's calibrated ``matrix_threshold`` (the balanced-accuracy
+    optimum on held-out labelled voxels, :func:`corrtomo.segment.unet.matrix_threshold_from_votes`),
+    then clipped to the pillar, its cavities filled and its dust removed with the foreground
+    stage's options. ``bench/bench_particle_head.py`` compares the rules: with a fixed 0.5 the
+    head gives particle F1 0.940 on li-slag but 0.427 on talc-saxolite, whose class-weighted
+    head keeps the matrix probability below 0.5 in much of the matrix.
     """
     if context.config.stages.particles.foreground != "unet":
         if context.chunked:
@@ -722,20 +732,22 @@ def _particle_voxels(context: RunContext, out: Path):
     pillar = load_pillar(context)
     pillar = False if pillar is None else pillar
     spacing = context.spacing()
+    threshold = _unet_matrix_threshold(context)
     if context.chunked:
         from ..chunked import foreground_mask_chunked
 
         voxels = context.work_array(out, "unet_foreground", np.uint8)
         foreground_mask_chunked(context.lazy("volume", "ct.ome.zarr"), spacing=spacing, chunks=context.chunks,
-                                out=voxels, probabilities=_HeadMatrix(context.lazy("phases", "unet_foreground.ome.zarr")),
-                                pillar=pillar, fill_holes=options.fill_holes, runner=context.runner,
+                                out=voxels, probabilities=_HeadMatrix(context.lazy("phases", UNET_MATRIX)),
+                                matrix_threshold=threshold, pillar=pillar, fill_holes=options.fill_holes,
+                                runner=context.runner,
                                 mask_scratch=context.work_array(out, "unet_first_mask", np.uint8))
         return voxels
     from ..segment import foreground_mask
 
-    head = context.read("phases", "unet_foreground.ome.zarr")  # the image is not read with probabilities
-    return foreground_mask(head, spacing=spacing, probabilities=_HeadMatrix(head)[...], pillar=pillar,
-                           fill_holes=options.fill_holes)
+    head = context.read("phases", UNET_MATRIX)  # the image is not read with probabilities
+    return foreground_mask(head, spacing=spacing, probabilities=_HeadMatrix(head)[...], matrix_threshold=threshold,
+                           pillar=pillar, fill_holes=options.fill_holes)
 
 
 def _run_particles(context: RunContext, out: Path) -> dict:

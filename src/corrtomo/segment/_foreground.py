@@ -289,12 +289,20 @@ def _gmm_threshold(values: np.ndarray, n_components: int, rng: np.random.Generat
     return float(grid[above[0]]) if above.size else float(np.median(sample))
 
 
+def _matrix_threshold(value) -> float:
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise InputError(f"must lie in (0, 1), got {value}", source="matrix_threshold")
+    return value
+
+
 def foreground_mask(
     image: np.ndarray,
     *,
     spacing=None,
     method: str = "otsu",
     probabilities: np.ndarray | None = None,
+    matrix_threshold: float = 0.5,
     fill_holes: bool = True,
     min_size_um: float | None = None,
     smooth_um: float | None = None,
@@ -322,6 +330,9 @@ def foreground_mask(
         A classifier's matrix probability; foreground is where it is below 0.5 after the same
         Gaussian smoothing (`smooth_um`) the image gets otherwise: a voxel-wise decision has
         ragged surfaces whose notches split particles in the distance-map watershed.
+    matrix_threshold : float
+        With `probabilities`: foreground where the smoothed matrix probability is below this
+        (in (0, 1); a U-Net's calibrated :attr:`~corrtomo.segment.unet.UNetModel.matrix_threshold`).
     fill_holes : bool
         Fill cavities enclosed by particles (:func:`fill_cavities`).
     min_size_um : float, optional
@@ -387,7 +398,7 @@ def foreground_mask(
         probabilities = _check_image(probabilities, "probabilities")
         if probabilities.shape != image.shape:
             raise InputError(f"shape {probabilities.shape} differs from the image's {image.shape}", source="probabilities")
-        mask = _smooth(probabilities, sigma, spacing) < 0.5
+        mask = _smooth(probabilities, sigma, spacing) < np.float32(_matrix_threshold(matrix_threshold))
     else:
         smooth = _smooth(image, sigma, spacing)
         values = smooth[:, inside]

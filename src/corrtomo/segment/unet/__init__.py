@@ -12,7 +12,14 @@ except ImportError as error:  # pragma: no cover - torch is in the dev and dl ex
 from ._infer import UNetPrediction, predict_unet, resolve_device
 from ._io import load_unet, save_unet
 from ._model import PARTICLE_CLASSES, UNet3D, UNetArchitecture, UNetModel
-from ._train import UNetTrainingSettings, masked_loss, particle_targets, train_unet
+from ._train import (
+    UNetTrainingSettings,
+    calibrate_matrix_threshold,
+    masked_loss,
+    matrix_threshold_from_votes,
+    particle_targets,
+    train_unet,
+)
 
 __all__ = [
     "PARTICLE_CLASSES",
@@ -21,8 +28,10 @@ __all__ = [
     "UNetModel",
     "UNetPrediction",
     "UNetTrainingSettings",
+    "calibrate_matrix_threshold",
     "load_unet",
     "masked_loss",
+    "matrix_threshold_from_votes",
     "particle_targets",
     "predict_unet",
     "resolve_device",

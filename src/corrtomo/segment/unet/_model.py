@@ -158,3 +158,10 @@ class UNetModel:
     @property
     def architecture(self) -> UNetArchitecture:
         return self.network.architecture
+
+    @property
+    def matrix_threshold(self) -> float:
+        """The particle head's calibrated matrix threshold (0.5 for a model saved without one):
+        particle voxels are where the smoothed matrix probability is below it."""
+        found = (self.training or {}).get("matrix_threshold") or {}
+        return float(found.get("value", 0.5))

@@ -46,7 +46,8 @@ from .._features import check_image, iter_blocks
 from ._device import resolve_device
 from ._model import PARTICLE_CLASSES, UNet3D, UNetArchitecture, UNetModel
 
-__all__ = ["UNetTrainingSettings", "masked_loss", "particle_targets", "train_unet"]
+__all__ = ["UNetTrainingSettings", "calibrate_matrix_threshold", "masked_loss", "matrix_threshold_from_votes",
+           "particle_targets", "train_unet"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -720,6 +721,157 @@ def _stack(items: list[tuple[np.ndarray, np.ndarray, np.ndarray]], device: torch
     return image, phase, particle
 
 
+def _sparse_targets(coords: np.ndarray, values: np.ndarray, class_ids: Sequence[int], spacing: np.ndarray,
+                    settings: UNetTrainingSettings) -> tuple[_SparseTargets, list[int]]:
+    """Both heads' targets of the labelled voxels and their train/validation split.
+
+    Labels whose id is not in `class_ids` are ignored. A class held out whole is kept in
+    training (returned as the second value): the network could not learn it.
+    """
+    lut = np.full(256, IGNORE, dtype=np.int16)
+    lut[MATRIX_LABEL] = 0
+    lut[list(class_ids[1:])] = np.arange(1, len(class_ids), dtype=np.int16)
+    phase = lut[values]
+    particle = _particle_classes(coords, values == MATRIX_LABEL, spacing, settings.boundary_width_voxels)
+    validation = _validation_split(coords, settings.validation_cell_voxels, settings.validation_fraction,
+                                   settings.seed)
+    validation &= phase != IGNORE
+    kept_whole = [int(class_ids[c]) for c in range(len(class_ids)) if not np.any((phase == c) & ~validation)]
+    if kept_whole:
+        validation &= ~np.isin(phase, [list(class_ids).index(c) for c in kept_whole])
+    targets = _SparseTargets(z=coords[:, 0], y=coords[:, 1], x=coords[:, 2], phase=phase, particle=particle,
+                             validation=validation)
+    return targets, kept_whole
+
+
+def _validation_patches(sampler: _PatchSampler, settings: UNetTrainingSettings) -> list:
+    """The fixed, seeded validation patches (the third generator of ``settings.seed``)."""
+    if not sampler.by_class[True]:
+        return []
+    val_seq = np.random.SeedSequence(settings.seed).spawn(3)[2]
+    val_rng = np.random.default_rng(val_seq)
+    return [sampler.read(sampler.centre(val_rng, True), None, True) for _ in range(settings.validation_patches)]
+
+
+_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+
+def matrix_threshold_from_votes(matrix_probability: np.ndarray, is_matrix: np.ndarray) -> dict[str, Any]:
+    """The matrix-probability threshold that best separates labelled matrix from particle voxels.
+
+    The rule it calibrates: a voxel is particle where the particle head's smoothed matrix
+    probability :math:`\\tilde p` is below the threshold :math:`t`. :math:`t` maximises the
+    balanced accuracy on held-out labelled voxels,
+
+    .. math:: BA(t) = \\tfrac12\\left(P(\\tilde p \\ge t \\mid \\mathrm{matrix})
+              + P(\\tilde p < t \\mid \\mathrm{particle})\\right),
+
+    over ``t = 0.01, 0.02, ..., 0.99``; where several ``t`` reach the maximum, the middle one
+    (the lower of two middles; the middle of a plateau). Class-weighted training (weights ``n / (C n_c)``) and the Dice term
+    move the head's probabilities away from calibrated ones by amounts that differ between
+    samples, so 0.5 is not a safe threshold; held-out labels measure where the border is.
+
+    Parameters
+    ----------
+    matrix_probability : (n,) float array
+        Smoothed matrix probability at held-out labelled voxels.
+    is_matrix : (n,) bool array
+        Whether each voxel is labelled matrix (else a particle voxel).
+
+    Returns
+    -------
+    dict
+        ``value`` (the threshold; 0.5 when one class has no voxel), ``balanced_accuracy`` at it
+        and ``at_half`` (at 0.5), and ``voxels`` (``matrix``, ``particle`` counts).
+    """
+    p = np.asarray(matrix_probability, dtype=np.float64).ravel()
+    is_matrix = np.asarray(is_matrix, dtype=bool).ravel()
+    if p.shape != is_matrix.shape:
+        raise InputError(f"{p.size} probabilities for {is_matrix.size} labels", source="matrix_probability")
+    n_matrix, n_particle = int(is_matrix.sum()), int((~is_matrix).sum())
+    counts = {"matrix": n_matrix, "particle": n_particle}
+    if n_matrix == 0 or n_particle == 0:
+        return {"value": 0.5, "balanced_accuracy": None, "at_half": None, "voxels": counts}
+    # per-class counts below each threshold from one sort (no loop over voxels)
+    below_matrix = np.searchsorted(np.sort(p[is_matrix]), _THRESHOLDS, side="left")
+    below_particle = np.searchsorted(np.sort(p[~is_matrix]), _THRESHOLDS, side="left")
+    balanced = 0.5 * ((n_matrix - below_matrix) / n_matrix + below_particle / n_particle)
+    best = _THRESHOLDS[balanced >= balanced.max() - 1e-12]
+    value = float(best[(best.size - 1) // 2])
+    half = int(np.flatnonzero(_THRESHOLDS == 0.5)[0])
+    return {"value": value, "balanced_accuracy": float(balanced.max()), "at_half": float(balanced[half]),
+            "voxels": counts}
+
+
+def _patch_matrix_votes(network: torch.nn.Module, patches: list, spacing: np.ndarray,
+                        device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed matrix probability and matrix flag of the held-out particle-head voxels of the
+    central half of each validation patch (its edges lack the context sliding-window inference
+    gives them)."""
+    from scipy import ndimage
+
+    sigma = float(np.min(spacing)) / np.asarray(spacing, dtype=float)
+    votes, flags = [], []
+    network.eval()
+    with torch.no_grad():
+        for first in range(0, len(patches), batch_size):
+            x, _, particle_target = _stack(patches[first:first + batch_size], device)
+            _, particle_logits = network(x)
+            matrix = torch.softmax(particle_logits.float(), dim=1)[:, PARTICLE_CLASSES.index("matrix")]
+            for p, target in zip(matrix.cpu().numpy(), particle_target.cpu().numpy(), strict=True):
+                p = ndimage.gaussian_filter(p, sigma, mode="nearest")
+                inner = tuple(slice(n // 4, n - n // 4) for n in p.shape)
+                p, target = p[inner], target[inner]
+                labelled = target >= 0
+                votes.append(p[labelled])
+                flags.append(target[labelled] == PARTICLE_CLASSES.index("matrix"))
+    if not votes:
+        return np.empty(0, dtype=np.float32), np.empty(0, dtype=bool)
+    return np.concatenate(votes), np.concatenate(flags)
+
+
+def calibrate_matrix_threshold(model: UNetModel, image: Any, labels: Any, *,
+                               spacing: float | Sequence[float] | None = None,
+                               device: str | None = "cpu") -> dict[str, Any]:
+    """The particle head's matrix threshold of a trained model, from its held-out labels.
+
+    :func:`train_unet` does this at the end of training and stores the result in
+    ``model.training["matrix_threshold"]``; this function repeats it for a saved model (one
+    trained before the calibration existed, or to check it): the same labels and the model's
+    training settings give the same held-out voxels and validation patches.
+
+    Parameters
+    ----------
+    model : UNetModel
+    image, labels : (Z, Y, X) array_like
+        The CT and the sparse label volume the model was trained on.
+    spacing : float or (3,) floats, optional
+        Voxel size in micrometres (default: the model's).
+    device : str
+        Where the network runs.
+
+    Returns
+    -------
+    dict
+        As :func:`matrix_threshold_from_votes`.
+    """
+    settings = UNetTrainingSettings.from_dict(model.training.get("settings", {}))
+    data, label_data, shape = _check_inputs(image, labels, settings.patch_shape)
+    spacing = normalize_spacing(model.voxel_size_um if spacing is None else spacing)
+    coords, values = _labelled_voxels(label_data, shape)
+    targets, _ = _sparse_targets(coords, values, model.class_ids, spacing, settings)
+    sampler = _PatchSampler(data, targets, shape, settings, spacing, model.normalisation["center"],
+                            model.normalisation["scale"])
+    run_on = resolve_device(device)
+    network = model.network.to(run_on)
+    try:
+        votes, flags = _patch_matrix_votes(network, _validation_patches(sampler, settings), spacing, run_on,
+                                           settings.batch_size)
+    finally:
+        model.network.cpu()
+    return matrix_threshold_from_votes(votes, flags)
+
+
 def train_unet(
     image: Any,
     labels: Any,
@@ -761,7 +913,9 @@ def train_unet(
         ``steps``, ``best_step``, ``best_val_loss``, ``stopped_early``, ``history`` (one
         ``{step, train_loss, val_loss, val_accuracy}`` per validation; ``train_loss`` is the
         mean since the previous one), ``losses`` (every step's training loss), ``seconds``,
-        ``device``, voxel counts, class weights and ``absent_phases``.
+        ``device``, voxel counts, class weights, ``absent_phases`` and ``matrix_threshold``
+        (the particle head's calibrated threshold, :func:`matrix_threshold_from_votes`, from the
+        held-out voxels of the validation patches with the kept weights).
 
     Raises
     ------
@@ -803,19 +957,9 @@ def train_unet(
     # --- targets of the labelled voxels (one pass over the label volume) ---
     coords, values = _labelled_voxels(label_data, shape)
     class_ids, class_names, absent = _phase_classes(values, names, require_all_phases)
-    lut = np.full(256, IGNORE, dtype=np.int16)
-    lut[MATRIX_LABEL] = 0
-    lut[list(class_ids[1:])] = np.arange(1, len(class_ids), dtype=np.int16)
-    phase = lut[values]
-    particle = _particle_classes(coords, values == MATRIX_LABEL, spacing, settings.boundary_width_voxels)
-    validation = _validation_split(coords, settings.validation_cell_voxels, settings.validation_fraction,
-                                   settings.seed)
+    targets, kept_whole = _sparse_targets(coords, values, class_ids, spacing, settings)
+    phase, particle, validation = targets.phase, targets.particle, targets.validation
     n_classes = len(class_ids)
-    kept_whole = [class_ids[c] for c in range(n_classes) if not np.any((phase == c) & ~validation)]
-    if kept_whole:  # never hold out all of a class: the network could not learn it
-        validation &= ~np.isin(phase, [class_ids.index(c) for c in kept_whole])
-    targets = _SparseTargets(z=coords[:, 0], y=coords[:, 1], x=coords[:, 2], phase=phase, particle=particle,
-                             validation=validation)
     del coords
     train_counts = np.bincount(phase[~validation], minlength=n_classes)
     val_counts = np.bincount(phase[validation], minlength=n_classes)
@@ -826,16 +970,12 @@ def train_unet(
                                                        settings.max_class_weight)).to(device)
 
     # --- seeded generators: normalisation, training patches, validation patches ---
-    norm_seq, train_seq, val_seq = np.random.SeedSequence(settings.seed).spawn(3)
+    norm_seq, train_seq, _ = np.random.SeedSequence(settings.seed).spawn(3)  # the third: validation
     center, scale, n_normalisation = _normalisation(data, shape, settings.normalisation_samples,
                                                     np.random.default_rng(norm_seq))
     sampler = _PatchSampler(data, targets, shape, settings, spacing, center, scale)
     train_rng = np.random.default_rng(train_seq)
-    validation_set = []
-    if validation.any():
-        val_rng = np.random.default_rng(val_seq)
-        validation_set = [sampler.read(sampler.centre(val_rng, True), None, True)
-                          for _ in range(settings.validation_patches)]
+    validation_set = _validation_patches(sampler, settings)
 
     # --- network and optimiser ---
     architecture = UNetArchitecture(n_phase_classes=n_classes, base_channels=settings.base_channels,
@@ -922,6 +1062,8 @@ def train_unet(
         network.load_state_dict(best_state)
     else:
         best_step = step
+    matrix_threshold = matrix_threshold_from_votes(
+        *_patch_matrix_votes(network, validation_set, spacing, device, settings.batch_size))
     network.cpu().eval()
 
     training = {
@@ -941,6 +1083,7 @@ def train_unet(
         "particle_voxels": {n: int(c) for n, c in zip(PARTICLE_CLASSES, particle_counts, strict=True)},
         "class_weights": {"phase": [float(w) for w in phase_weights.cpu()],
                           "particle": [float(w) for w in particle_weights.cpu()]},
+        "matrix_threshold": matrix_threshold,
         "absent_phases": {int(c): n for c, n in absent.items()},
         "normalisation": {"method": "percentiles", "percentiles": list(NORMALISATION_PERCENTILES),
                           "samples": n_normalisation},
