@@ -706,12 +706,6 @@ class _HeadMatrix:
         return np.asarray(read_block(self.head, index)).astype(np.float32) / np.float32(255.0)
 
 
-def _unet_matrix_threshold(context: RunContext) -> float:
-    from ..segment.unet import load_unet
-
-    return load_unet(context.path("train", UNET_MODEL)).matrix_threshold
-
-
 def _particle_voxels(context: RunContext, out: Path):
     """The particle voxels: the CT foreground, or the U-Net's particle head cleaned as it is.
 
@@ -732,7 +726,7 @@ def _particle_voxels(context: RunContext, out: Path):
     pillar = load_pillar(context)
     pillar = False if pillar is None else pillar
     spacing = context.spacing()
-    threshold = _unet_matrix_threshold(context)
+    threshold = float(context.results["phases"]["matrix_threshold"])  # the model's, recorded by the phases stage
     if context.chunked:
         from ..chunked import foreground_mask_chunked
 
