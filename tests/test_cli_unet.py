@@ -36,7 +36,8 @@ def test_train_save_and_apply(files):
     trained = files / "trained.tif"
     assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--labels", str(files / "labels.tif"),
                     "--out", str(trained), "--save-model", str(files / "m.unet"),
-                    "--particles-out", str(files / "particles.tif"), *TINY]) == 0
+                    "--particles-out", str(files / "particles.tif"), "--foreground-out", str(files / "fg.tif"),
+                    *TINY]) == 0
     assert (files / "m.unet" / "model.json").exists() and (files / "m.unet" / "weights.safetensors").exists()
     applied = files / "applied.tif"
     assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--model", str(files / "m.unet"),
@@ -45,6 +46,40 @@ def test_train_save_and_apply(files):
     np.testing.assert_array_equal(np.asarray(read_volume(applied).data), first)
     assert set(np.unique(first)) <= {0, 1, 2}
     assert set(np.unique(np.asarray(read_volume(files / "particles.tif").data))) <= {0, 1, 2}
+
+
+def test_foreground_out_is_the_calibrated_particle_head(files):
+    """The written foreground is the head's matrix probability, smoothed, below the threshold
+    the model carries: a model whose stored threshold is changed writes the foreground of the
+    new one."""
+    import shutil
+
+    from corrtomo.segment import foreground_mask
+    from corrtomo.segment.unet import load_unet, predict_unet
+
+    if not (files / "m.unet").exists():
+        test_train_save_and_apply(files)
+    ct = np.asarray(read_volume(files / "ct.tif").data)
+    model = load_unet(files / "m.unet")
+    matrix = predict_unet(model, ct, spacing=0.5, matrix=True, particle=False, device="cpu").matrix
+    probability = matrix.astype(np.float32) / 255
+
+    written = np.asarray(read_volume(files / "fg.tif").data)
+    assert written.dtype == np.uint8 and set(np.unique(written)) == {0, 1}
+    np.testing.assert_array_equal(written, foreground_mask(ct, spacing=0.5, probabilities=probability,
+                                                           matrix_threshold=model.matrix_threshold))
+
+    strict = files / "strict.unet"
+    shutil.copytree(files / "m.unet", strict, dirs_exist_ok=True)
+    meta = json.loads((strict / "model.json").read_text())
+    meta["training"]["matrix_threshold"] = {"value": 0.1}
+    (strict / "model.json").write_text(json.dumps(meta))
+    assert run_app(["segment", "unet", "--volume", str(files / "ct.tif"), "--model", str(strict),
+                    "--out", str(files / "strict.tif"), "--foreground-out", str(files / "strict_fg.tif"), "-q"]) == 0
+    fewer = np.asarray(read_volume(files / "strict_fg.tif").data)
+    np.testing.assert_array_equal(fewer, foreground_mask(ct, spacing=0.5, probabilities=probability,
+                                                         matrix_threshold=0.1))
+    assert 0 < fewer.sum() < written.sum()
 
 
 def test_patch_of_three_edges_is_the_training_patch(files):

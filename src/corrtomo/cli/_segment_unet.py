@@ -27,6 +27,10 @@ def unet_command(
         None, "--foreground", help="Particle foreground (non-zero = particle): minerals only there, 0 outside."),
     particles_out: Path | None = typer.Option(
         None, "--particles-out", help="Also write the particle head (0 matrix, 1 core, 2 boundary), uint8."),
+    foreground_out: Path | None = typer.Option(
+        None, "--foreground-out",
+        help="Also write the particle foreground of the particle head (uint8 0/1): its matrix probability smoothed "
+             "and thresholded at the model's calibrated threshold, as the pipeline's particles.foreground: unet."),
     patch: str = typer.Option(
         "64", "--patch", help="Training patch and inference window: one edge or Z,Y,X edges (voxels), e.g. 24,80,80."),
     base_channels: int = typer.Option(16, "--base-channels", help="Channels of the first U-Net level."),
@@ -58,13 +62,29 @@ def unet_command(
             if save_model is not None:
                 save_unet(network, save_model)
         prediction = predict_unet(network, image.data, spacing=spacing, foreground=mask, overlap=overlap,
-                                  device=device, particle=particles_out is not None, progress=progress)
+                                  device=device, particle=particles_out is not None,
+                                  matrix=foreground_out is not None, progress=progress)
         phases = np.asarray(prediction.phases)
         _write(out, phases, spacing)
         if particles_out is not None:
             _write(particles_out, np.asarray(prediction.particle), spacing)
+        if foreground_out is not None:
+            _write(foreground_out, head_foreground(image.data, prediction.matrix, network, spacing), spacing)
     if not quiet:
         typer.echo(f"wrote {out}: {'x'.join(map(str, phases.shape))} voxels on {prediction.device}")
+
+
+def head_foreground(image, matrix, model, spacing) -> np.ndarray:
+    """The particle voxels (uint8 0/1) of the particle head's matrix probability (uint8
+    ``round(255 p)``): smoothed by :func:`~corrtomo.segment.foreground_mask` and thresholded at
+    the model's calibrated :attr:`~corrtomo.segment.unet.UNetModel.matrix_threshold`; the pillar
+    is found in the CT `image`."""
+    from ..segment import foreground_mask
+
+    probability = np.asarray(matrix).astype(np.float32) / np.float32(255.0)  # as the pipeline stores it
+    mask = foreground_mask(np.asarray(image), spacing=spacing, probabilities=probability,
+                           matrix_threshold=model.matrix_threshold)
+    return mask.astype(np.uint8)
 
 
 def _patch_edges(text: str) -> tuple[int, ...]:
